@@ -1,0 +1,627 @@
+"""Step "normalise": raw feed rows → the four COPY files of a run (see the plan's contract).
+
+Rows stream through: memory stays flat whatever the feed size (apart from one 64-bit hash per
+identifiant_unique, kept to count duplicates). Values that repeat across rows (types, product
+lists, flags, labels, public…) are resolved once per distinct combination and cached; values
+that are unique per row (names, addresses, identifiers) go through cheap compiled-regex rules.
+
+A row that cannot be used is rejected with a reason; an unexpected exception while handling a
+row becomes the rejection "internal error: <type>" and the run goes on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from qfdmo.sources import rules
+from qfdmo.sources.declaration import SourceDeclaration
+from qfdmo.sources.mapping import ProductMapping, load_mapping
+from qfdmo.sources.report import NormalisationReport
+from qfdmo.sources.staging import (
+    ACTEUR_COLUMNS,
+    ACTEUR_SERVICE_COLUMNS,
+    ACTEUR_SERVICES_FILE,
+    ACTEURS_FILE,
+    LABEL_COLUMNS,
+    LABELS_FILE,
+    NULL,
+    PROPOSITION_COLUMNS,
+    PROPOSITIONS_FILE,
+    escape,
+)
+
+BONUS_REPARATION = "agree bonus reparation"
+LABELS_IGNORED = frozenset({"", "non applicable", "na", "n/a", "null", "aucun", "non", "none", "nan", "-"})
+PRODUCT_SEPARATOR = "|"
+
+# Maximum lengths of the carte columns (varchar); longer values are cut with a warning.
+_MAX_LENGTHS = {"nom": 255, "nom_commercial": 255, "adresse": 255, "adresse_complement": 255, "ville": 255,
+                "telephone": 255}
+_MAX_ID = 255
+
+# The canonical order in which rows are built below; staging.ACTEUR_COLUMNS may order them
+# differently (then a permutation is applied) but must hold the same names.
+_BUILD_ORDER = (
+    "row_number", "identifiant_unique", "identifiant_externe", "source_code", "acteur_type_code",
+    "nom", "nom_commercial", "adresse", "adresse_complement", "code_postal", "ville", "url", "email",
+    "telephone", "siret", "siren", "description", "horaires_osm", "horaires_description",
+    "consignes_dacces", "public_accueilli", "reprise", "exclusivite_de_reprisereparation",
+    "uniquement_sur_rdv", "lieu_prestation", "latitude", "longitude",
+)
+if sorted(ACTEUR_COLUMNS) != sorted(_BUILD_ORDER):
+    raise ImportError(f"acteur columns changed: {sorted(set(ACTEUR_COLUMNS) ^ set(_BUILD_ORDER))}")
+if (PROPOSITION_COLUMNS, LABEL_COLUMNS, ACTEUR_SERVICE_COLUMNS) != (
+    ("identifiant_unique", "action_code", "sous_categorie_code"), ("identifiant_unique", "label_code"),
+    ("identifiant_unique", "acteur_service_code"),
+):
+    raise ImportError("proposition/label/acteur service columns changed: update _Writers")
+_PERMUTATION = None if tuple(ACTEUR_COLUMNS) == _BUILD_ORDER else [_BUILD_ORDER.index(c) for c in ACTEUR_COLUMNS]
+
+
+class ReferenceCodesLike(Protocol):
+    """What normalise needs from qfdmo.carte_db.ReferenceCodes."""
+
+    sources: frozenset[str]
+    acteur_types: frozenset[str]
+    actions: frozenset[str]
+    sous_categories: frozenset[str]
+    labels: frozenset[str]
+    acteur_services: frozenset[str]
+
+
+class ConfigurationError(ValueError):
+    """The declaration or its mapping names codes the carte reference does not know."""
+
+
+@dataclass(frozen=True)
+class NormalisationContext:
+    """Run-time inputs besides the rows.
+
+    nomenclature: SINOE waste code → label (dataset sinoe-r-nomenclature-dechets); required
+    for format sinoe.
+    """
+
+    nomenclature: Mapping[str, str] = field(default_factory=dict)
+
+
+def check_configuration(declaration: SourceDeclaration, reference: ReferenceCodesLike,
+                        mapping: ProductMapping | None = None) -> None:
+    """Raise ConfigurationError listing every declared code absent from the reference."""
+    mapping = mapping or load_mapping(declaration.product_mapping)
+    problems = []
+
+    def check(kind: str, codes: Iterable[str], known: frozenset[str]) -> None:
+        missing = sorted(set(codes) - known)
+        if missing:
+            problems.append(f"{kind}: {', '.join(missing)}")
+
+    check("sources", declaration.source_codes, reference.sources)
+    check(f"sous-categories of mapping {mapping.name}", mapping.codes(), reference.sous_categories)
+    defaults = declaration.defaults
+    check("acteur type", [defaults.acteur_type] if defaults.acteur_type else [], reference.acteur_types)
+    labels = [*defaults.labels, *([declaration.label_bonus_reparation] if declaration.label_bonus_reparation else [])]
+    check("labels", labels, reference.labels)
+    actions = {*defaults.actions, "reparer", "trier", "rapporter" if declaration.returnable_objects else "donner"}
+    check("actions", actions, reference.actions)
+    check("acteur services", {*defaults.acteur_services, "service_de_reparation", "structure_de_collecte"},
+          reference.acteur_services)
+    check("acteur types of the points d'apport vocabulary", set(rules.ACTEUR_TYPES.values()), reference.acteur_types)
+    if problems:
+        raise ConfigurationError(
+            f"source {declaration.code}: codes absent from the carte reference — " + "; ".join(problems)
+        )
+
+
+class _Rejected(Exception):  # noqa: N818 - control flow, not an error
+    def __init__(self, reason: str, value: object) -> None:
+        self.reason = reason
+        self.value = value
+
+
+@dataclass(frozen=True)
+class _Services:
+    """What a distinct combination of type, flags, products and labels resolves to."""
+
+    acteur_type: str
+    digital: bool
+    rejection: tuple[str, object] | None
+    proposition_suffixes: tuple[str, ...]  # "\t<action>\t<sous_categorie>"
+    label_suffixes: tuple[str, ...]
+    service_suffixes: tuple[str, ...]
+    unknown: tuple[tuple[str, str], ...]  # (kind, value)
+    warnings: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Public:
+    public_accueilli: str
+    reprise: str
+    exclusivite: str
+    rdv: str
+    lieu_prestation: str
+    rejection: tuple[str, object] | None
+    warnings: tuple[str, ...]
+
+
+def _copy_bool(value: bool | None) -> str:
+    return NULL if value is None else ("t" if value else "f")
+
+
+class _Normaliser:
+    def __init__(self, declaration: SourceDeclaration, reference: ReferenceCodesLike,
+                 mapping: ProductMapping, context: NormalisationContext, report: NormalisationReport) -> None:
+        self.declaration = declaration
+        self.reference = reference
+        self.mapping = mapping
+        self.context = context
+        self.report = report
+        self.labels_by_lower = {code.lower(): code for code in reference.labels}
+        self.services_cache: dict[tuple[Any, ...], _Services] = {}
+        self.public_cache: dict[tuple[Any, ...], _Public] = {}
+        self.products_cache: dict[Any, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+        self.seen: set[int] = set()
+        self.source_cache: dict[Any, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+        self.adapt = {"pointsapport": _identity, "artisanat": self._adapt_artisanat, "sinoe": self._adapt_sinoe}[
+            declaration.format
+        ]
+        defaults = declaration.defaults
+        self.default_public = defaults.public_accueilli or ""
+
+    # --- categorical resolution (cached per distinct combination) ----------------------------
+
+    def _products(self, raw: object) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Raw product list → (sous-categorie codes, unknown labels)."""
+        try:
+            return self.products_cache[raw]
+        except KeyError:
+            pass
+        except TypeError:
+            return self._resolve_products(raw)
+        result = self.products_cache[raw] = self._resolve_products(raw)
+        return result
+
+    def _resolve_products(self, raw: object) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        if isinstance(raw, list | tuple):
+            parts = [p for item in raw for p in rules.text(item).split(PRODUCT_SEPARATOR)]
+        else:
+            parts = rules.text(raw).split(PRODUCT_SEPARATOR)
+        codes: list[str] = []
+        unknown: list[str] = []
+        for part in parts:
+            label = part.strip()
+            if not label or label.lower() in rules.NULL_LIKE:
+                continue
+            found = self.mapping.lookup(label)
+            if found is None:
+                unknown.append(label)
+                continue
+            for code in found:
+                if code not in codes:
+                    codes.append(code)
+        return tuple(codes), tuple(unknown)
+
+    def _resolve_labels(self, raw: object, type_code: str) -> tuple[list[str], list[str]]:
+        labels = list(self.declaration.defaults.labels)
+        unknown: list[str] = []
+        for part in rules.text(raw).split("|"):
+            key = rules.unaccented_key(part)
+            if key in LABELS_IGNORED or key in rules.NULL_LIKE:
+                continue
+            if key == BONUS_REPARATION:
+                code = self.declaration.label_bonus_reparation
+            else:
+                code = self.labels_by_lower.get(key)
+            if code is None:
+                unknown.append(part.strip())
+            elif code not in labels:
+                labels.append(code)
+        if type_code == "ess" and "ess" not in labels:
+            labels.append("ess")
+        return labels, unknown
+
+    def _services(self, key: tuple[Any, ...]) -> _Services:
+        type_raw, repair1, repair2, reuse, collect, products_raw, labels_raw = key
+        unknown: list[tuple[str, str]] = []
+        warnings: list[str] = []
+        type_text = rules.text(type_raw)
+        if type_text:
+            type_code = rules.acteur_type(type_text) or ""
+            if not type_code:
+                unknown.append(("acteur_type", type_text))
+        else:
+            type_code = self.declaration.defaults.acteur_type or ""
+        flags = []
+        for raw in (repair1, repair2, reuse, collect):
+            value, warning = rules.boolean(raw)
+            if warning:
+                warnings.append(warning)
+            flags.append(bool(value))
+        actions = list(self.declaration.defaults.actions)
+        services = list(self.declaration.defaults.acteur_services)
+        if flags[0] or flags[1]:
+            actions.append("reparer")
+            services.append("service_de_reparation")
+        if flags[2]:
+            actions.append("rapporter" if self.declaration.returnable_objects else "donner")
+            services.append("structure_de_collecte")
+        if flags[3]:
+            actions.append("trier")
+            services.append("structure_de_collecte")
+        actions = list(dict.fromkeys(actions))
+        services = list(dict.fromkeys(services))
+        codes, unknown_products = self._products(products_raw)
+        unknown.extend(("product_label", label) for label in unknown_products)
+        labels, unknown_labels = self._resolve_labels(labels_raw, type_code)
+        unknown.extend(("label", label) for label in unknown_labels)
+        rejection: tuple[str, object] | None = None
+        if not type_code:
+            rejection = ("unknown acteur type", type_text)
+        elif not codes:
+            rejection = ("no sous-categorie", rules.text(products_raw) if not isinstance(products_raw, list | tuple)
+                         else "|".join(map(rules.text, products_raw)))
+        elif not actions:
+            rejection = ("no action", "")
+        return _Services(
+            acteur_type=type_code,
+            digital=type_code == "acteur_digital",
+            rejection=rejection,
+            proposition_suffixes=tuple(f"\t{a}\t{c}" for a in actions for c in codes),
+            label_suffixes=tuple(f"\t{label}" for label in labels),
+            service_suffixes=tuple(f"\t{s}" for s in services),
+            unknown=tuple(unknown),
+            warnings=tuple(warnings),
+        )
+
+    def _public(self, key: tuple[Any, ...]) -> _Public:
+        public_raw, reprise_raw, domicile_raw, exclusivite_raw, rdv_raw = key
+        warnings: list[str] = []
+        public, warning = rules.public_accueilli(public_raw)
+        if warning:
+            warnings.append(warning)
+        if not public and rules.text(public_raw) == "":
+            public = self.default_public
+        rejection = None
+        if public in ("Professionnels", "Aucun"):
+            rejection = (f"out of scope: public {public}", rules.text(public_raw))
+        reprise, warning = rules.reprise(reprise_raw)
+        if warning:
+            warnings.append(warning)
+        exclusivite, warning = rules.boolean(exclusivite_raw)
+        if warning:
+            warnings.append(warning)
+        rdv, warning = rules.boolean(rdv_raw)
+        if warning:
+            warnings.append(warning)
+        return _Public(public, reprise, _copy_bool(exclusivite), _copy_bool(rdv),
+                       rules.lieu_prestation(domicile_raw), rejection, tuple(warnings))
+
+    def _source_codes(self, raw: object) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Per-row source rule → (known source codes, unknown names)."""
+        try:
+            return self.source_cache[raw]
+        except (KeyError, TypeError):
+            pass
+        known, unknown = [], []
+        owned = self.declaration.source_codes
+        for part in rules.text(raw).split("|"):
+            name = rules.unaccented_key(part).replace(" ", "_")
+            if not name:
+                continue
+            code = self.declaration.source_code_prefix + name
+            if code in owned:
+                if code not in known:
+                    known.append(code)
+            else:
+                unknown.append(part.strip())
+        result = (tuple(known), tuple(unknown))
+        try:
+            self.source_cache[raw] = result
+        except TypeError:
+            pass
+        return result
+
+    # --- format adapters: other formats → points d'apport column names -----------------------
+
+    def _adapt_artisanat(self, row: dict[str, Any]) -> dict[str, Any]:
+        identifier = row.get("id")
+        if rules.text(identifier) == "":
+            raise _Rejected("missing identifiant", identifier)
+        enabled, _ = rules.boolean(row.get("is_enabled"))
+        if enabled is False:
+            raise _Rejected("disabled", row.get("is_enabled"))
+        products = [row.get(c) for c in ("categorie", "categorie2", "categorie3")]
+        return {
+            "id_point_apport_ou_reparation": identifier,
+            "nom_de_lorganisme": row.get("name"),
+            "description": row.get("reparactor_description"),
+            "adresse": row.get("address_1"),
+            "adresse_complement": row.get("address_2"),
+            "code_postal": row.get("zip_code"),
+            "ville": row.get("zip_code_label"),
+            "site_web": row.get("website"),
+            "email": row.get("email"),
+            "telephone": row.get("phone"),
+            "siret": row.get("siret"),
+            "latitudewgs84": row.get("latitude"),
+            "longitudewgs84": row.get("longitude"),
+            "horaires_description": row.get("reparactor_hours"),
+            "produitsdechets_acceptes": tuple(p for p in products if rules.text(p)),
+        }
+
+    def _adapt_sinoe(self, row: dict[str, Any]) -> dict[str, Any]:
+        nomenclature = self.context.nomenclature
+        labels = []
+        for code in rules.text(row.get("LST_TYPE_DECHET")).split("|"):
+            code = code.strip()
+            if not code or code.upper() == "NP":
+                continue
+            label = nomenclature.get(code)
+            if label is None:
+                self.report.unknown("waste_code", code)
+            else:
+                labels.append(label)
+        lat = lon = None
+        geopoint = rules.text(row.get("_geopoint"))
+        if geopoint.count(",") == 1:
+            lat, lon = geopoint.split(",")
+        return {
+            "id_point_apport_ou_reparation": row.get("C_SERVICE"),
+            "nom_de_lorganisme": row.get("N_SERVICE"),
+            "adresse": row.get("AD1_SITE"),
+            "adresse_complement": row.get("AD2_SITE"),
+            "code_postal": row.get("CP_SITE"),
+            "ville": row.get("L_VILLE_SITE"),
+            "telephone": row.get("TEL_SERVICE"),
+            "public_accueilli": row.get("ORIGINE_DECHET_ACC"),
+            "latitudewgs84": lat,
+            "longitudewgs84": lon,
+            "produitsdechets_acceptes": tuple(labels),
+        }
+
+    # --- one row -------------------------------------------------------------------------------
+
+    def row(self, row_number: int, raw: Any, out: _Writers) -> int:
+        """Normalise one feed row; returns the number of acteurs written."""
+        report = self.report
+        if not isinstance(raw, dict):
+            report.reject("invalid row: not an object", row_number, "", type(raw).__name__)
+            return 0
+        try:
+            row = self.adapt(raw)
+        except _Rejected as rejected:
+            report.reject(rejected.reason, row_number, _identifier(raw), rejected.value)
+            return 0
+        get = row.get
+        declaration = self.declaration
+
+        if declaration.source_code is not None:
+            source_codes: tuple[str, ...] = (declaration.source_code,)
+        else:
+            raw_source = raw.get(declaration.source_code_column)
+            source_codes, unknown_sources = self._source_codes(raw_source)
+            for name in unknown_sources:
+                report.unknown("source", name)
+                report.reject("unknown source", row_number, _identifier(row), name)
+            if not unknown_sources and not source_codes:
+                report.reject("unknown source", row_number, _identifier(row), "")
+            if not source_codes:
+                return 0
+
+        key = (get("type_de_point_de_collecte"), get("point_de_reparation"),
+               get("point_dapport_de_service_reparation"), get("point_dapport_pour_reemploi"),
+               get("point_de_collecte_ou_de_reprise_des_dechets"), get("produitsdechets_acceptes"),
+               get("labels_etou_bonus"))
+        try:
+            services = self.services_cache.get(key)
+            if services is None:
+                services = self.services_cache[key] = self._services(key)
+        except TypeError:  # an unhashable raw value (list, dict): resolve without caching
+            services = self._services(tuple(v if not isinstance(v, dict) else str(v) for v in key))
+        for kind, value in services.unknown:
+            report.unknown(kind, value)
+        warnings = report.warnings
+        for warning in services.warnings:
+            warnings[warning] += 1
+
+        nom = rules.text(get("nom_de_lorganisme"))
+        identifiant_externe = rules.text(get("id_point_apport_ou_reparation"))
+        if not identifiant_externe:
+            identifiant_externe = rules.identifiant_externe_from_nom(nom)
+
+        def reject(reason: str, value: object) -> int:
+            for _ in source_codes:
+                report.reject(reason, row_number, identifiant_externe or nom, value)
+            return 0
+
+        if not nom:
+            return reject("missing nom", "")
+        if services.rejection is not None:
+            return reject(*services.rejection)
+
+        key2 = (get("public_accueilli"), get("reprise"), get("service_a_domicile"),
+                get("exclusivite_de_reprisereparation"), get("uniquement_sur_rdv"))
+        try:
+            public = self.public_cache.get(key2)
+            if public is None:
+                public = self.public_cache[key2] = self._public(key2)
+        except TypeError:
+            public = self._public(tuple(str(v) for v in key2))
+        if public.rejection is not None:
+            return reject(*public.rejection)
+        for warning in public.warnings:
+            warnings[warning] += 1
+
+        latitude, warning = rules.coordinate(get("latitudewgs84"), 90.0)
+        if warning:
+            warnings[warning] += 1
+        longitude, warning = rules.coordinate(get("longitudewgs84"), 180.0)
+        if warning:
+            warnings[warning] += 1
+        if latitude is None or longitude is None:
+            if not services.digital:
+                return reject("missing location", f"{get('latitudewgs84')!r}, {get('longitudewgs84')!r}")
+            latitude = longitude = None
+
+        if services.digital:
+            identifiant_externe += "_d"
+        if len(identifiant_externe) > _MAX_ID:
+            return reject("identifiant too long", identifiant_externe)
+
+        # Address: one BAN line for the points d'apport, separate columns for the others.
+        if "adresse_format_ban" in row:
+            adresse, cp, ville, warning = rules.address(get("adresse_format_ban"))
+            if warning:
+                warnings[warning] += 1
+        else:
+            adresse = rules.text(get("adresse"))
+            cp, warning = rules.code_postal(get("code_postal"))
+            if warning:
+                warnings[warning] += 1
+            ville = rules.city(rules.text(get("ville")))
+
+        if declaration.ignore_siret:
+            siret = siren = ""
+        else:
+            siret, siren, warning = rules.siret_siren(get("siret"), get("siren"))
+            if warning:
+                warnings[warning] += 1
+        telephone, warning = rules.telephone(get("telephone"), cp)
+        if warning:
+            warnings[warning] += 1
+        email, warning = rules.email(get("email"))
+        if warning:
+            warnings[warning] += 1
+        url, warning = rules.url(get("site_web"))
+        if warning:
+            warnings[warning] += 1
+        horaires_raw = rules.text(get("horaires_douverture"))
+        if horaires_raw:
+            horaires, warning = rules.horaires_osm(horaires_raw)
+            if warning:
+                warnings[warning] += 1
+        else:
+            horaires = ""
+
+        text_fields = [
+            nom, rules.text(get("enseigne_commerciale")), adresse, rules.text(get("adresse_complement")), cp,
+            ville, url, email, telephone, siret, siren, rules.text(get("description")), horaires,
+            rules.text(get("horaires_description")), rules.text(get("consignes_dacces")),
+            public.public_accueilli, public.reprise,
+        ]
+        for index in (0, 1, 2, 3, 5, 8):
+            if len(text_fields[index]) > 255:
+                text_fields[index] = text_fields[index][:255]
+                warnings["truncated"] += 1
+        lat_text = repr(latitude) if latitude is not None else NULL
+        lon_text = repr(longitude) if longitude is not None else NULL
+
+        written = 0
+        seen = self.seen
+        for source_code in source_codes:
+            identifiant_unique = rules.identifiant_unique(source_code, identifiant_externe)
+            if len(identifiant_unique) > _MAX_ID:
+                report.reject("identifiant too long", row_number, identifiant_externe, identifiant_unique)
+                continue
+            digest = hash(identifiant_unique)
+            if digest in seen:
+                report.duplicates += 1
+            else:
+                seen.add(digest)
+            values = [str(row_number), identifiant_unique, identifiant_externe, source_code, services.acteur_type,
+                      *text_fields, public.exclusivite, public.rdv, public.lieu_prestation, lat_text, lon_text]
+            out.write(values, identifiant_unique, services)
+            written += 1
+        return written
+
+
+def _identity(row: dict[str, Any]) -> dict[str, Any]:
+    return row
+
+
+def _identifier(row: dict[str, Any]) -> object:
+    for key in ("id_point_apport_ou_reparation", "id", "C_SERVICE", "nom_de_lorganisme", "name", "N_SERVICE"):
+        value = row.get(key)
+        if value not in (None, ""):
+            return value
+    return ""
+
+
+class _Writers:
+    """The four COPY text files of a run, written line by line through large buffers."""
+
+    def __init__(self, run_dir: Path, report: NormalisationReport) -> None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.report = report
+        self.files = [
+            open(run_dir / name, "w", encoding="utf-8", newline="", buffering=1 << 20)  # noqa: SIM115
+            for name in (ACTEURS_FILE, PROPOSITIONS_FILE, LABELS_FILE, ACTEUR_SERVICES_FILE)
+        ]
+        self.acteurs, self.propositions, self.labels, self.services = (f.write for f in self.files)
+
+    def write(self, values: list[str], identifiant_unique: str, services: _Services) -> None:
+        # Text values hold no control characters (rules.text removes them), so a backslash is
+        # the only character COPY needs escaped; NULL markers are added after that check.
+        if _PERMUTATION is not None:
+            values = [values[i] for i in _PERMUTATION]
+        line = "\t".join(values)
+        if "\\" in line:
+            line = "\t".join(v if v == NULL else escape(v) for v in values)
+            identifiant_unique = escape(identifiant_unique)
+        self.acteurs(line + "\n")
+        report = self.report
+        report.acteurs_written += 1
+        glue = "\n" + identifiant_unique
+        if services.proposition_suffixes:
+            self.propositions(identifiant_unique + glue.join(services.proposition_suffixes) + "\n")
+            report.propositions_written += len(services.proposition_suffixes)
+        if services.label_suffixes:
+            self.labels(identifiant_unique + glue.join(services.label_suffixes) + "\n")
+            report.labels_written += len(services.label_suffixes)
+        if services.service_suffixes:
+            self.services(identifiant_unique + glue.join(services.service_suffixes) + "\n")
+            report.acteur_services_written += len(services.service_suffixes)
+
+    def close(self) -> None:
+        for f in self.files:
+            f.close()
+
+
+def normalise(declaration: SourceDeclaration, rows: Iterable[Any], reference: ReferenceCodesLike, run_dir: Path,
+              context: NormalisationContext | None = None) -> NormalisationReport:
+    """Stream `rows` (raw feed dicts) into run_dir/{acteurs,propositions,labels,acteur_services}.tsv.
+
+    Raises ConfigurationError (before reading any row) when the declaration or its mapping
+    targets codes absent from `reference`, or when a SINOE source gets no nomenclature.
+    Never raises because of a row's content.
+    """
+    started = time.perf_counter()
+    context = context or NormalisationContext()
+    mapping = load_mapping(declaration.product_mapping)
+    check_configuration(declaration, reference, mapping)
+    if declaration.format == "sinoe" and not context.nomenclature:
+        raise ConfigurationError(f"source {declaration.code}: format sinoe needs context.nomenclature")
+    report = NormalisationReport(source=declaration.code)
+    normaliser = _Normaliser(declaration, reference, mapping, context, report)
+    out = _Writers(Path(run_dir), report)
+    try:
+        row_number = 0
+        for row_number, raw in enumerate(rows, start=1):
+            try:
+                written = normaliser.row(row_number, raw, out)
+            except Exception as exc:  # one bad row must not stop the run; it is counted instead
+                report.reject(f"internal error: {type(exc).__name__}", row_number,
+                              _identifier(raw) if isinstance(raw, dict) else "", str(exc))
+                written = 0
+            if written:
+                report.rows_written += 1
+            else:
+                report.rows_rejected += 1
+        report.rows_read = row_number
+    finally:
+        out.close()
+    report.seconds = time.perf_counter() - started
+    return report

@@ -1,0 +1,404 @@
+"""Field-level normalisation rules (2026 rules of pointsapport-columns.md).
+
+Each cleaner takes a raw value as the feed returns it (str, number, bool or None) and returns
+the clean value, plus a warning kind when it had to blank or could not understand the value.
+They never raise on odd input types: the row loop turns any surprise into a rejection, but a
+cleaner should not be the cause.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+
+from unidecode import unidecode
+
+NULL_LIKE = frozenset({"null", "none", "nan", "na", "n/a", "non applicable", "aucun", "-"})
+_NULL_LIKE_MAX_LEN = max(len(v) for v in NULL_LIKE)
+
+# Curly quotes and apostrophes seen in partner labels, mapped to their straight forms.
+_QUOTES = str.maketrans({"’": "'", "‘": "'", "ʼ": "'", "´": "'", "`": "'", "“": '"', "”": '"', "«": '"', "»": '"'})
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\ue000-\uf8ff]+")
+_SPACES = re.compile(r"\s+")
+
+
+def _sanitize(text: str) -> str:
+    # Control characters (tabs, newlines, NUL) would break the COPY files; they carry no
+    # meaning in these one-line fields, so they become spaces.
+    return _SPACES.sub(" ", _CONTROL.sub(" ", text)).strip()
+
+
+def text(value: object) -> str:
+    """Any raw value as clean one-line text; null-like values become ''."""
+    if value is None:
+        return ""
+    if type(value) is str:
+        s = value.strip()
+    elif isinstance(value, bool):
+        return "true" if value else "false"
+    elif isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return ""
+        s = repr(value)
+    elif isinstance(value, int):
+        return str(value)
+    else:
+        s = str(value).strip()
+    if not s:
+        return s
+    if not s.isprintable():
+        s = _sanitize(s)
+    if len(s) <= _NULL_LIKE_MAX_LEN and s.lower() in NULL_LIKE:
+        return ""
+    return s
+
+
+# --- booleans -------------------------------------------------------------------------------
+
+_TRUE = frozenset({"oui", "yes", "true", "1", "vrai"})
+_FALSE = frozenset({"non", "no", "false", "0", "faux"})
+
+
+def boolean(value: object) -> tuple[bool | None, str | None]:
+    """oui/yes/true → True, non/no/false → False, empty → None, other → None + warning."""
+    if value is None:
+        return None, None
+    if isinstance(value, bool):
+        return value, None
+    if isinstance(value, int | float) and value in (0, 1):
+        return bool(value), None
+    s = text(value).lower()
+    if not s:
+        return None, None
+    if s in _TRUE:
+        return True, None
+    if s in _FALSE:
+        return False, None
+    return None, "invalid_boolean"
+
+
+# --- identifiers --------------------------------------------------------------------------------
+
+_NON_DIGITS = re.compile(r"\D+")
+_FLOAT_TEXT = re.compile(r"^\s*(\d+)\.0*\s*$")
+
+
+def _digits(value: object) -> str:
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return ""
+        return str(int(value)) if value.is_integer() else ""
+    if isinstance(value, bool):
+        return ""
+    if isinstance(value, int):
+        return str(value)
+    s = text(value)
+    if not s:
+        return ""
+    m = _FLOAT_TEXT.match(s)
+    if m:
+        return m.group(1)
+    return _NON_DIGITS.sub("", s)
+
+
+def siret_siren(siret_value: object, siren_value: object) -> tuple[str, str, str | None]:
+    """(siret, siren, warning). 13 digits lost a leading 0; 9 digits in the siret column is a SIREN."""
+    warning = None
+    siret = _digits(siret_value)
+    if siret and len(siret) != 14:
+        if len(siret) == 13:
+            siret = "0" + siret
+        elif len(siret) == 9:
+            siren_value = siren_value or siret
+            siret = ""
+        else:
+            siret, warning = "", "invalid_siret"
+    siren = _digits(siren_value)
+    if siren and len(siren) != 9:
+        if len(siren) == 8:
+            siren = "0" + siren
+        else:
+            siren, warning = "", warning or "invalid_siren"
+    if not siren and siret:
+        siren = siret[:9]
+    return siret, siren, warning
+
+
+_PHONE_KEEP = re.compile(r"[^\d+]+")
+
+
+def telephone(value: object, code_postal: str = "") -> tuple[str, str | None]:
+    """Keep digits and '+'; restore a lost leading 0; '33…' → '0…'; fewer than 6 digits dropped."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        s = _digits(value)
+    else:
+        s = _PHONE_KEEP.sub("", text(value))
+    if not s:
+        return "", None
+    digits = s.lstrip("+")
+    if len(digits) < 6 or "+" in digits:
+        return "", "invalid_telephone"
+    if s[0] == "+":
+        return s, None
+    if len(s) == 9 and (not code_postal or code_postal < "96000"):
+        return "0" + s, None
+    if s.startswith("33") and len(s) == 11:
+        return "0" + s[2:], None
+    return s, None
+
+
+def code_postal(value: object) -> tuple[str, str | None]:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        s = _digits(value)
+    else:
+        s = text(value)
+        if not s:
+            return "", None
+        s = _NON_DIGITS.sub("", s)
+    if len(s) == 4:
+        s = "0" + s
+    if len(s) != 5:
+        return "", "invalid_code_postal"
+    return s, None
+
+
+_EMAIL = re.compile(
+    r"^[a-z0-9.!#$%&'*+/=?^_`{|}~-]+@"
+    r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*\.[a-z]{2,}$"
+)
+
+
+def email(value: object) -> tuple[str, str | None]:
+    s = text(value).lower()
+    if not s:
+        return "", None
+    if s.startswith("mailto:"):
+        s = s[7:]
+    if len(s) > 254 or not _EMAIL.match(s):
+        return "", "invalid_email"
+    return s, None
+
+
+# A scheme with missing or extra ':' and '/' ("https//x", "http:/x", "://x").
+_URL_SCHEME = re.compile(r"^(?P<scheme>https?)?[:/]*", re.IGNORECASE)
+_URL = re.compile(r"^https?://[^\s/?#]+\.[^\s/?#]{2,}(?:[/?#]\S*)?$", re.IGNORECASE)
+
+
+def url(value: object) -> tuple[str, str | None]:
+    """Scheme-less URLs get https://; broken schemes ('https//', 'http:/') are repaired."""
+    s = text(value)
+    if not s:
+        return "", None
+    lower = s[:8].lower()
+    if not (lower.startswith("https://") or lower.startswith("http://")):
+        m = _URL_SCHEME.match(s)
+        assert m is not None  # the pattern matches the empty prefix
+        scheme = "http://" if (m.group("scheme") or "").lower() == "http" else "https://"
+        s = scheme + s[m.end() :]
+    if len(s) > 2048 or not _URL.match(s):
+        return "", "invalid_url"
+    return s, None
+
+
+# --- address ----------------------------------------------------------------------------------
+
+_CEDEX = re.compile(r"\s*\bcedex\b(?:\s*\d+)?", re.IGNORECASE)
+# Greedy address part: the CP is the LAST group of 4-5 digits preceded by a separator and
+# followed by a separator and a city.
+_ADDRESS = re.compile(r"^(?P<street>.*)[\s,;\-]+(?P<cp>\d{4,5})[\s,;\-]+(?P<city>[^\d\s,;\-].*)$")
+_CP_CITY = re.compile(r"^(?P<cp>\d{4,5})[\s,;\-]+(?P<city>[^\d\s,;\-].*)$")
+_STRIP_SEP = " ,;-\t"
+
+
+def city(value: str) -> str:
+    s = value.replace("*", "").strip(_STRIP_SEP)
+    if not s:
+        return ""
+    if s.isupper() or s.islower():
+        # str.title() would capitalise after apostrophes ("L'Isle" is fine, "D'Ici" too).
+        s = s.title()
+    return s
+
+
+def address(value: object) -> tuple[str, str, str, str | None]:
+    """One-line BAN address → (adresse, code_postal, ville, warning)."""
+    s = text(value)
+    if not s:
+        return "", "", "", None
+    if "edex" in s or "EDEX" in s:
+        s = _CEDEX.sub("", s).strip()
+    m = _ADDRESS.match(s)
+    if m:
+        street = m.group("street").strip(_STRIP_SEP)
+    else:
+        m = _CP_CITY.match(s)
+        if not m:
+            return s.strip(_STRIP_SEP), "", "", "unparsed_address"
+        street = ""
+    cp = m.group("cp")
+    if len(cp) == 4:
+        cp = "0" + cp
+    return street, cp, city(m.group("city")), None
+
+
+# --- coordinates ------------------------------------------------------------------------------
+
+
+def coordinate(value: object, limit: float) -> tuple[float | None, str | None]:
+    """Float or text with decimal comma / trailing comma; 0 and out-of-range values are missing."""
+    if value is None or isinstance(value, bool):
+        return None, None
+    if isinstance(value, float | int):
+        f = float(value)
+    else:
+        s = text(value)
+        if not s:
+            return None, None
+        try:
+            f = float(s)
+        except ValueError:
+            s = s.rstrip(",").replace(",", ".")
+            try:
+                f = float(s)
+            except ValueError:
+                return None, "invalid_coordinate"
+    if f != f or f == 0.0:
+        return None, None
+    if not -limit <= f <= limit:
+        return None, "invalid_coordinate"
+    return f, None
+
+
+# --- opening hours ----------------------------------------------------------------------------
+
+_HOUR_H = re.compile(r"\b(\d{1,2})\s*[hH]\s*(\d{2})?\b")
+_OSM_TOKEN = re.compile(
+    r"(?:Mo|Tu|We|Th|Fr|Sa|Su|PH|SH|off|closed|open|unknown|24/7|"
+    r"Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec|week|"
+    r"\d{1,2}:\d{2}\+?|\d+|[-,;:\s\[\]])+"
+)
+_OSM_TIME_OR_DAY = re.compile(r"\d{1,2}:\d{2}|\b(?:Mo|Tu|We|Th|Fr|Sa|Su|PH)\b|24/7")
+
+
+def _hour_h(m: re.Match[str]) -> str:
+    return f"{int(m.group(1)):02d}:{m.group(2) or '00'}"
+
+
+@functools.lru_cache(maxsize=4096)
+def horaires_osm(value: str) -> tuple[str, str | None]:
+    """Light check of OSM opening_hours syntax; '12h30' → '12:30'. Invalid → '' + warning."""
+    if not value:
+        return "", None
+    s = _HOUR_H.sub(_hour_h, value) if ("h" in value or "H" in value) else value
+    s = _SPACES.sub(" ", s).strip()
+    if not _OSM_TOKEN.fullmatch(s) or not _OSM_TIME_OR_DAY.search(s):
+        return "", "invalid_horaires_osm"
+    return s, None
+
+
+# --- vocabularies -------------------------------------------------------------------------------
+
+
+def label_key(value: str) -> str:
+    """Matching key of a partner label: trimmed, lowercased, straight quotes, single spaces."""
+    return _SPACES.sub(" ", value.translate(_QUOTES).strip().lower())
+
+
+def unaccented_key(value: str) -> str:
+    return _SPACES.sub(" ", unidecode(label_key(value)))
+
+
+ACTEUR_TYPES = {
+    "solution en ligne (site web, app. mobile)": "acteur_digital",
+    "artisan, commerce independant": "artisan",
+    "magasin / franchise, enseigne commerciale / distributeur / point de vente": "commerce",
+    "magasin / franchise, enseigne commerciale / distributeur / point de vente / franchise,"
+    " enseigne commerciale / distributeur / point de vente": "commerce",
+    "point d'apport volontaire publique": "pav_public",
+    "point d'apport volontaire public": "pav_public",
+    "point d'apport volontaire prive": "pav_prive",
+    "point d'apport volontaire ephemere / ponctuel": "pav_ponctuel",
+    "association, entreprise de l'economie sociale et solidaire (ess)": "ess",
+    "etablissement de sante": "ets_sante",
+    "decheterie": "decheterie",
+    "plateforme inertes": "plateforme_inertes",
+}
+
+
+@functools.lru_cache(maxsize=1024)
+def acteur_type(value: str) -> str | None:
+    """Partner type label → acteur type code (None when unknown)."""
+    key = unaccented_key(value)
+    code = ACTEUR_TYPES.get(key)
+    if code is None and key.startswith("magasin / franchise, enseigne commerciale / distributeur / point de vente"):
+        # Some partners repeat the last part of the label; any repetition is the same type.
+        code = "commerce"
+    return code
+
+
+PUBLIC_ACCUEILLI = {
+    "particuliers": "Particuliers",
+    "professionnels": "Professionnels",
+    "particuliers et professionnels": "Particuliers et professionnels",
+    "aucun": "Aucun",
+    # SINOE codes
+    "dma": "Particuliers",
+    "pro": "Professionnels",
+    "dma/pro": "Particuliers et professionnels",
+    "np": "",
+}
+
+
+def public_accueilli(value: object) -> tuple[str, str | None]:
+    # Not through text(): "aucun" is null-like elsewhere but meaningful here.
+    s = value.strip().lower() if isinstance(value, str) else text(value).lower()
+    if not s:
+        return "", None
+    found = PUBLIC_ACCUEILLI.get(s)
+    if found is None:
+        found = PUBLIC_ACCUEILLI.get(unaccented_key(s))
+    if found is None:
+        return "", "invalid_public_accueilli"
+    return found, None
+
+
+REPRISE = {"1 pour 0": "1 pour 0", "1 pour 1": "1 pour 1", "oui": "1 pour 1", "non": "1 pour 0"}
+
+
+def reprise(value: object) -> tuple[str, str | None]:
+    s = _SPACES.sub(" ", text(value).lower())
+    if not s:
+        return "", None
+    found = REPRISE.get(s)
+    return (found, None) if found is not None else ("", "invalid_reprise")
+
+
+_A_DOMICILE = frozenset({"service a domicile uniquement", "oui exclusivement"})
+_SUR_PLACE_OU_A_DOMICILE = frozenset({"oui", "service a domicile et en boutique"})
+
+
+def lieu_prestation(value: object) -> str:
+    s = text(value)
+    if not s:
+        return "SUR_PLACE"
+    key = unaccented_key(s)
+    if key in _A_DOMICILE:
+        return "A_DOMICILE"
+    if key in _SUR_PLACE_OU_A_DOMICILE:
+        return "SUR_PLACE_OU_A_DOMICILE"
+    return "SUR_PLACE"
+
+
+# --- identifiers --------------------------------------------------------------------------------
+
+
+def identifiant_externe_from_nom(nom: str) -> str:
+    s = nom.strip().replace("-", "").replace(" ", "_")
+    while "__" in s:
+        s = s.replace("__", "_")
+    return s
+
+
+def identifiant_unique(source_code: str, identifiant_externe: str) -> str:
+    return f"{source_code}_{identifiant_externe}".replace("/", "-").replace(" ", "")
