@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Mirror the environment's DAG bucket (CleverCloud Cellar / any S3) into AIRFLOW__CORE__DAGS_FOLDER.
+#
+# Run every 5 minutes by the DAG download_dags_from_s3, or by hand. Configuration (environment):
+#   ENVIRONMENT                  development (or unset): do nothing; preprod / prod: sync
+#   AIRFLOW__CORE__DAGS_FOLDER   folder to publish (becomes a symlink to a release directory)
+#   CELLAR_ADDON_HOST            bare host (https:// is added) or full URL (http://127.0.0.1:9000)
+#   CELLAR_ADDON_KEY_ID, CELLAR_ADDON_KEY_SECRET, CELLAR_ADDON_BUCKET ("bucket" or "bucket/prefix")
+#   DAGS_S3_PREFIX               optional key prefix inside the bucket
+#   DAGS_SYNC_MAX_OBJECT_BYTES   objects above this size are refused (default 10 MB)
+#   DAGS_SYNC_RELEASES_DIR       where release trees live (default: .<folder>.releases beside it)
+#   DAGS_SYNC_PYTHON             interpreter with boto3 (default: python3 on PATH)
+# The work is done by scripts/dags_sync.py (kept outside the DAG folder so a sync never touches it).
+# Exit codes: 0 ok, 1 S3/disk failure (last good tree kept), 2 configuration, 3 keys refused,
+# 75 deploy in progress or another sync running (retried by the next run).
+set -euo pipefail
+
+case "${ENVIRONMENT:-development}" in
+  development | dev | local)
+    echo "dags sync: ENVIRONMENT=${ENVIRONMENT:-unset}: DAGs come from the working tree, nothing to do"
+    exit 0
+    ;;
+esac
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+helper="${DAGS_SYNC_HELPER:-${here}/scripts/dags_sync.py}"
+python="${DAGS_SYNC_PYTHON:-python3}"
+
+if [[ ! -f "${helper}" ]]; then
+  echo "dags sync: FAILED: helper not found at ${helper} (set DAGS_SYNC_HELPER)" >&2
+  exit 2
+fi
+# -s: ignore the user site directory; credentials travel in the environment, never on the command line.
+exec "${python}" -s "${helper}"
