@@ -161,6 +161,10 @@ class _Normaliser:
         self.report = report
         self.labels_by_lower = {code.lower(): code for code in reference.labels}
         self.services_cache: dict[tuple[Any, ...], _Services] = {}
+        self.resolved_cache: dict[tuple[Any, ...], _Services] = {}
+        self.type_cache: dict[Any, tuple[str, str]] = {}
+        self.bool_cache: dict[Any, tuple[bool | None, str | None]] = {}
+        self.labels_cache: dict[Any, tuple[tuple[str, ...], tuple[str, ...]]] = {}
         self.public_cache: dict[tuple[Any, ...], _Public] = {}
         self.products_cache: dict[Any, tuple[tuple[str, ...], tuple[str, ...]]] = {}
         self.seen: set[int] = set()
@@ -170,6 +174,8 @@ class _Normaliser:
         ]
         defaults = declaration.defaults
         self.default_public = defaults.public_accueilli or ""
+        # Points d'apport rows carry one BAN address line; the other formats, separate columns.
+        self.ban_address = declaration.format == "pointsapport"
 
     # --- categorical resolution (cached per distinct combination) ----------------------------
 
@@ -204,7 +210,8 @@ class _Normaliser:
                     codes.append(code)
         return tuple(codes), tuple(unknown)
 
-    def _resolve_labels(self, raw: object, type_code: str) -> tuple[list[str], list[str]]:
+    def _resolve_labels(self, key: tuple[object, bool]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        raw, is_ess = key
         labels = list(self.declaration.defaults.labels)
         unknown: list[str] = []
         for part in rules.text(raw).split("|"):
@@ -219,43 +226,55 @@ class _Normaliser:
                 unknown.append(part.strip())
             elif code not in labels:
                 labels.append(code)
-        if type_code == "ess" and "ess" not in labels:
+        if is_ess and "ess" not in labels:
             labels.append("ess")
-        return labels, unknown
+        return tuple(labels), tuple(unknown)
+
+    def _acteur_type(self, raw: object) -> tuple[str, str]:
+        """Raw type label → (code or '' when unknown, label text)."""
+        type_text = rules.text(raw)
+        if not type_text:
+            return self.declaration.defaults.acteur_type or "", ""
+        return rules.acteur_type(type_text) or "", type_text
 
     def _services(self, key: tuple[Any, ...]) -> _Services:
+        # Each part is resolved through its own small cache, so a new combination of
+        # already-seen values costs a few lookups; the result is interned on resolved values.
         type_raw, repair1, repair2, reuse, collect, products_raw, labels_raw = key
+        type_code, type_text = _memo(self.type_cache, type_raw, self._acteur_type)
+        repair1, repair2, reuse, collect = (_memo(self.bool_cache, raw, rules.boolean)
+                                            for raw in (repair1, repair2, reuse, collect))
+        codes, unknown_products = self._products(products_raw)
+        labels, unknown_labels = _memo(self.labels_cache, (labels_raw, type_code == "ess"), self._resolve_labels)
+        resolved = (type_code, type_text, repair1, repair2, reuse, collect, codes, unknown_products, labels,
+                    unknown_labels)
+        services = self.resolved_cache.get(resolved)
+        if services is None:
+            services = self.resolved_cache[resolved] = self._build_services(resolved, products_raw)
+        return services
+
+    def _build_services(self, resolved: tuple[Any, ...], products_raw: object) -> _Services:
+        type_code, type_text, repair1, repair2, reuse, collect, codes, unknown_products, labels, unknown_labels = (
+            resolved
+        )
+        warnings = tuple(w for _, w in (repair1, repair2, reuse, collect) if w)
         unknown: list[tuple[str, str]] = []
-        warnings: list[str] = []
-        type_text = rules.text(type_raw)
-        if type_text:
-            type_code = rules.acteur_type(type_text) or ""
-            if not type_code:
-                unknown.append(("acteur_type", type_text))
-        else:
-            type_code = self.declaration.defaults.acteur_type or ""
-        flags = []
-        for raw in (repair1, repair2, reuse, collect):
-            value, warning = rules.boolean(raw)
-            if warning:
-                warnings.append(warning)
-            flags.append(bool(value))
+        if not type_code:
+            unknown.append(("acteur_type", type_text))
         actions = list(self.declaration.defaults.actions)
         services = list(self.declaration.defaults.acteur_services)
-        if flags[0] or flags[1]:
+        if repair1[0] or repair2[0]:
             actions.append("reparer")
             services.append("service_de_reparation")
-        if flags[2]:
+        if reuse[0]:
             actions.append("rapporter" if self.declaration.returnable_objects else "donner")
             services.append("structure_de_collecte")
-        if flags[3]:
+        if collect[0]:
             actions.append("trier")
             services.append("structure_de_collecte")
         actions = list(dict.fromkeys(actions))
         services = list(dict.fromkeys(services))
-        codes, unknown_products = self._products(products_raw)
         unknown.extend(("product_label", label) for label in unknown_products)
-        labels, unknown_labels = self._resolve_labels(labels_raw, type_code)
         unknown.extend(("label", label) for label in unknown_labels)
         rejection: tuple[str, object] | None = None
         if not type_code:
@@ -273,7 +292,7 @@ class _Normaliser:
             label_suffixes=tuple(f"\t{label}" for label in labels),
             service_suffixes=tuple(f"\t{s}" for s in services),
             unknown=tuple(unknown),
-            warnings=tuple(warnings),
+            warnings=warnings,
         )
 
     def _public(self, key: tuple[Any, ...]) -> _Public:
@@ -382,6 +401,12 @@ class _Normaliser:
             "produitsdechets_acceptes": tuple(labels),
         }
 
+    def _reject(self, source_codes: tuple[str, ...], reason: str, value: object, row_number: int,
+                identifier: object) -> int:
+        for _ in source_codes:  # one rejection per acteur the row would have given
+            self.report.reject(reason, row_number, identifier, value)
+        return 0
+
     # --- one row -------------------------------------------------------------------------------
 
     def row(self, row_number: int, raw: Any, out: _Writers) -> int:
@@ -415,101 +440,112 @@ class _Normaliser:
                get("point_dapport_de_service_reparation"), get("point_dapport_pour_reemploi"),
                get("point_de_collecte_ou_de_reprise_des_dechets"), get("produitsdechets_acceptes"),
                get("labels_etou_bonus"))
-        try:
-            services = self.services_cache.get(key)
-            if services is None:
-                services = self.services_cache[key] = self._services(key)
-        except TypeError:  # an unhashable raw value (list, dict): resolve without caching
-            services = self._services(tuple(v if not isinstance(v, dict) else str(v) for v in key))
+        services = _memo(self.services_cache, key, self._services)
         for kind, value in services.unknown:
             report.unknown(kind, value)
         warnings = report.warnings
         for warning in services.warnings:
             warnings[warning] += 1
 
-        nom = rules.text(get("nom_de_lorganisme"))
-        identifiant_externe = rules.text(get("id_point_apport_ou_reparation"))
+        text = rules.text
+        value = get("nom_de_lorganisme")
+        nom = text(value) if value else ""
+        value = get("id_point_apport_ou_reparation")
+        identifiant_externe = text(value) if value else ""
         if not identifiant_externe:
             identifiant_externe = rules.identifiant_externe_from_nom(nom)
-
-        def reject(reason: str, value: object) -> int:
-            for _ in source_codes:
-                report.reject(reason, row_number, identifiant_externe or nom, value)
-            return 0
+        identifier = identifiant_externe or nom
 
         if not nom:
-            return reject("missing nom", "")
+            return self._reject(source_codes, "missing nom", "", row_number, identifier)
         if services.rejection is not None:
-            return reject(*services.rejection)
+            return self._reject(source_codes, *services.rejection, row_number, identifier)
 
         key2 = (get("public_accueilli"), get("reprise"), get("service_a_domicile"),
                 get("exclusivite_de_reprisereparation"), get("uniquement_sur_rdv"))
-        try:
-            public = self.public_cache.get(key2)
-            if public is None:
-                public = self.public_cache[key2] = self._public(key2)
-        except TypeError:
-            public = self._public(tuple(str(v) for v in key2))
+        public = _memo(self.public_cache, key2, self._public)
         if public.rejection is not None:
-            return reject(*public.rejection)
+            return self._reject(source_codes, *public.rejection, row_number, identifier)
         for warning in public.warnings:
             warnings[warning] += 1
 
-        latitude, warning = rules.coordinate(get("latitudewgs84"), 90.0)
-        if warning:
-            warnings[warning] += 1
-        longitude, warning = rules.coordinate(get("longitudewgs84"), 180.0)
-        if warning:
-            warnings[warning] += 1
+        lat_raw = get("latitudewgs84")
+        lon_raw = get("longitudewgs84")
+        if type(lat_raw) is float and type(lon_raw) is float and lat_raw and lon_raw \
+                and -90.0 <= lat_raw <= 90.0 and -180.0 <= lon_raw <= 180.0:
+            latitude, longitude = lat_raw, lon_raw  # the common case: JSON numbers
+        else:
+            latitude, warning = rules.coordinate(lat_raw, 90.0)
+            if warning:
+                warnings[warning] += 1
+            longitude, warning = rules.coordinate(lon_raw, 180.0)
+            if warning:
+                warnings[warning] += 1
         if latitude is None or longitude is None:
             if not services.digital:
-                return reject("missing location", f"{get('latitudewgs84')!r}, {get('longitudewgs84')!r}")
+                return self._reject(source_codes, "missing location", f"{lat_raw!r}, {lon_raw!r}", row_number,
+                                    identifier)
             latitude = longitude = None
 
         if services.digital:
             identifiant_externe += "_d"
         if len(identifiant_externe) > _MAX_ID:
-            return reject("identifiant too long", identifiant_externe)
+            return self._reject(source_codes, "identifiant too long", identifiant_externe, row_number, identifier)
 
         # Address: one BAN line for the points d'apport, separate columns for the others.
-        if "adresse_format_ban" in row:
+        if self.ban_address:
             adresse, cp, ville, warning = rules.address(get("adresse_format_ban"))
             if warning:
                 warnings[warning] += 1
         else:
-            adresse = rules.text(get("adresse"))
+            adresse = text(get("adresse"))
             cp, warning = rules.code_postal(get("code_postal"))
             if warning:
                 warnings[warning] += 1
-            ville = rules.city(rules.text(get("ville")))
+            ville = rules.city(text(get("ville")))
 
-        if declaration.ignore_siret:
+        if self.declaration.ignore_siret:
             siret = siren = ""
         else:
             siret, siren, warning = rules.siret_siren(get("siret"), get("siren"))
             if warning:
                 warnings[warning] += 1
-        telephone, warning = rules.telephone(get("telephone"), cp)
-        if warning:
-            warnings[warning] += 1
-        email, warning = rules.email(get("email"))
-        if warning:
-            warnings[warning] += 1
-        url, warning = rules.url(get("site_web"))
-        if warning:
-            warnings[warning] += 1
-        horaires_raw = rules.text(get("horaires_douverture"))
-        if horaires_raw:
-            horaires, warning = rules.horaires_osm(horaires_raw)
+        value = get("telephone")
+        if value:
+            telephone, warning = rules.telephone(value, cp)
             if warning:
                 warnings[warning] += 1
         else:
-            horaires = ""
+            telephone = ""
+        value = get("email")
+        if value:
+            email, warning = rules.email(value)
+            if warning:
+                warnings[warning] += 1
+        else:
+            email = ""
+        value = get("site_web")
+        if value:
+            url, warning = rules.url(value)
+            if warning:
+                warnings[warning] += 1
+        else:
+            url = ""
+        value = get("horaires_douverture")
+        horaires = ""
+        if value:
+            horaires_raw = text(value)
+            if horaires_raw:
+                horaires, warning = rules.horaires_osm(horaires_raw)
+                if warning:
+                    warnings[warning] += 1
 
         text_fields = [
-            nom, rules.text(get("enseigne_commerciale")), adresse, rules.text(get("adresse_complement")), cp,
-            ville, url, email, telephone, siret, siren, rules.text(get("description")), horaires,
-            rules.text(get("horaires_description")), rules.text(get("consignes_dacces")),
+            nom, text(value) if (value := get("enseigne_commerciale")) else "", adresse,
+            text(value) if (value := get("adresse_complement")) else "", cp, ville, url, email, telephone, siret,
+            siren, text(value) if (value := get("description")) else "", horaires,
+            text(value) if (value := get("horaires_description")) else "",
+            text(value) if (value := get("consignes_dacces")) else "",
             public.public_accueilli, public.reprise,
         ]
         for index in (0, 1, 2, 3, 5, 8):
@@ -536,6 +572,22 @@ class _Normaliser:
             out.write(values, identifiant_unique, services)
             written += 1
         return written
+
+
+_CACHE_LIMIT = 100_000
+
+
+def _memo(cache: dict[Any, Any], raw: Any, compute: Any) -> Any:
+    """cache[raw], computed on a miss; unhashable raw values (lists, dicts) are not cached."""
+    try:
+        return cache[raw]
+    except KeyError:
+        if len(cache) >= _CACHE_LIMIT:  # bounded memory on feeds with endless variety
+            cache.clear()
+        result = cache[raw] = compute(raw)
+        return result
+    except TypeError:
+        return compute(raw)
 
 
 def _identity(row: dict[str, Any]) -> dict[str, Any]:
@@ -568,7 +620,7 @@ class _Writers:
         if _PERMUTATION is not None:
             values = [values[i] for i in _PERMUTATION]
         line = "\t".join(values)
-        if "\\" in line:
+        if line.count("\\") != values.count(NULL):
             line = "\t".join(v if v == NULL else escape(v) for v in values)
             identifiant_unique = escape(identifiant_unique)
         self.acteurs(line + "\n")

@@ -31,10 +31,12 @@ def _sanitize(text: str) -> str:
 
 def text(value: object) -> str:
     """Any raw value as clean one-line text; null-like values become ''."""
-    if value is None:
-        return ""
     if type(value) is str:
         s = value.strip()
+        if len(s) > _NULL_LIKE_MAX_LEN:  # the common case: a real value
+            return s if s.isprintable() else _sanitize(s)
+    elif value is None:
+        return ""
     elif isinstance(value, bool):
         return "true" if value else "false"
     elif isinstance(value, float):
@@ -104,6 +106,10 @@ def _digits(value: object) -> str:
 
 def siret_siren(siret_value: object, siren_value: object) -> tuple[str, str, str | None]:
     """(siret, siren, warning). 13 digits lost a leading 0; 9 digits in the siret column is a SIREN."""
+    if not siren_value and type(siret_value) is str and len(siret_value) == 14 and siret_value.isdigit():
+        return siret_value, siret_value[:9], None  # the common case
+    if not siret_value and not siren_value:
+        return "", "", None
     warning = None
     siret = _digits(siret_value)
     if siret and len(siret) != 14:
