@@ -1,0 +1,52 @@
+# Airflow 3 scheduler (LocalExecutor: tasks run in this container), dag-processor and
+# triggerer of the QFDMO data platform, supervised by docker/scheduler-entrypoint.sh.
+# One CleverCloud Docker app per environment (CC_DOCKERFILE=airflow-scheduler.Dockerfile);
+# also the `airflow-scheduler` service of docker-compose.yml.
+# Tasks reach the webserver app's execution API: set AIRFLOW__CORE__EXECUTION_API_SERVER_URL
+# (http://<webserver>/execution/) and the secrets shared with the webserver
+# (AIRFLOW__CORE__FERNET_KEY, AIRFLOW__API_AUTH__JWT_SECRET, AIRFLOW__API__SECRET_KEY).
+# Nothing secret here: every secret comes from the app's environment at run time.
+FROM apache/airflow:3.3.2-python3.11
+
+# Runtime dependencies from the hash-checked lock (boto3 included: the DAG sync uses it).
+# Its index/find-links lines point at the package mirrors of the machine that compiled it,
+# so they are dropped and PyPI is used.
+COPY --chown=airflow:root airflow-requirements.txt /tmp/airflow-requirements.txt
+RUN grep -v -e '^--extra-index-url file:' -e '^--find-links' /tmp/airflow-requirements.txt > /tmp/requirements.txt \
+    && pip install --no-cache-dir --require-hashes -r /tmp/requirements.txt \
+    && rm -f /tmp/airflow-requirements.txt /tmp/requirements.txt
+
+# CleverCloud only runs apps that answer HTTP on 8080: the scheduler's own health server
+# (GET /health -> 200 while its heartbeat is fresh, 503 otherwise) listens there.
+# Parallelism bounds the LocalExecutor's worker processes (and the memory they hold).
+ENV ENVIRONMENT=development \
+    AIRFLOW__CORE__EXECUTOR=LocalExecutor \
+    AIRFLOW__CORE__PARALLELISM=4 \
+    AIRFLOW__CORE__LOAD_EXAMPLES=False \
+    AIRFLOW__CORE__DAGS_FOLDER=/opt/airflow/dags \
+    AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK=True \
+    AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT=8080 \
+    PYTHONPATH=/opt/airflow/dags
+
+# Entrypoint scripts stay root-owned (the airflow user runs them but cannot change them);
+# they keep their executable bit from git (no --chmod: it needs BuildKit).
+COPY docker/ /opt/qfdmo/docker/
+# DAG delivery: the DAG download_dags_from_s3 runs /opt/airflow/sync_dags.sh, which finds its
+# helper at scripts/dags_sync.py beside it; both stay outside the DAG folder (which a sync
+# replaces by a symlink to the new release, hence /opt/airflow must stay writable).
+COPY sync_dags.sh /opt/airflow/sync_dags.sh
+COPY scripts/dags_sync.py /opt/airflow/scripts/dags_sync.py
+# The DAG folder belongs to airflow: sync_dags.sh mirrors the environment's bucket into it.
+COPY --chown=airflow:root dags/ /opt/airflow/dags/
+
+# Fails the build if sync_dags.sh's interpreter (python3 -s: no user site) cannot see boto3.
+RUN python3 -s -c "import boto3, airflow.providers.amazon"
+
+# 50000:0 is the `airflow` user of the official image (numeric, so platforms that require
+# a non-root UID can verify it).
+USER 50000:0
+WORKDIR /opt/airflow
+EXPOSE 8080
+
+ENTRYPOINT ["/usr/bin/dumb-init", "--", "/opt/qfdmo/docker/scheduler-entrypoint.sh"]
+CMD ["run"]
