@@ -2,7 +2,7 @@
 
 from qfdmo.sources.declaration import DeclarationError, SourceDeclaration, load_declarations
 from qfdmo.sources.mapping import MappingError, ProductMapping, load_mapping
-from qfdmo.sources.normalise import (
+from qfdmo.sources.normalisation import (
     ConfigurationError,
     NormalisationContext,
     check_configuration,
