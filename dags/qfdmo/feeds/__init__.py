@@ -1,0 +1,26 @@
+"""Partner feeds: one HTTP client (timeouts, retries) and the readers of each API format."""
+
+from qfdmo.feeds.http import FeedError, HttpClient, RetryPolicy, redact_url
+from qfdmo.feeds.readers import (
+    DownloadResult,
+    datafair_dataset_url,
+    download,
+    iter_raw_rows,
+    read_artisanat,
+    read_datafair,
+    read_sinoe_nomenclature,
+)
+
+__all__ = [
+    "DownloadResult",
+    "FeedError",
+    "HttpClient",
+    "RetryPolicy",
+    "datafair_dataset_url",
+    "download",
+    "iter_raw_rows",
+    "read_artisanat",
+    "read_datafair",
+    "read_sinoe_nomenclature",
+    "redact_url",
+]

@@ -1,0 +1,196 @@
+"""The run report: what a source run did, in numbers, for the task log, the approval form and
+`$QFDMO_DATA_DIR/reports/<dag_id>/<run_id>.json`.
+
+Built from the small dicts the steps returned (None for a step that did not run or failed).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+APPLIED = "applied"
+REJECTED = "not applied: rejected"
+TIMED_OUT = "not applied: timed out"
+FAILED = "not applied: failed"
+NOT_APPLIED = "not applied"
+# Outcomes a run reaches by design (its working files are no longer needed).
+SETTLED_OUTCOMES = (APPLIED, REJECTED, TIMED_OUT)
+
+STEPS = ("download", "normalise", "stage", "apply")
+
+
+@dataclass(frozen=True)
+class Approval:
+    """What the approval task returned (None when no approval was asked)."""
+
+    chosen: str  # "Approve" / "Reject"
+    responded_by: str | None  # None: the timeout chose the default
+
+    @classmethod
+    def from_xcom(cls, value: Any) -> Approval | None:
+        if not isinstance(value, dict) or not value.get("chosen_options"):
+            return None
+        user = value.get("responded_by_user")
+        name = (user.get("name") or user.get("id")) if isinstance(user, dict) else user
+        return cls(chosen=value["chosen_options"][0], responded_by=name or None)
+
+
+def outcome(
+    steps: dict[str, dict[str, Any] | None],
+    approval: Approval | None,
+    failed_step: str | None = None,
+) -> str:
+    """One of APPLIED / REJECTED / TIMED_OUT / FAILED (with the step) / NOT_APPLIED."""
+    if steps.get("apply") is not None:
+        return APPLIED
+    if approval is not None and approval.chosen != "Approve":
+        return TIMED_OUT if approval.responded_by is None else REJECTED
+    if failed_step:
+        return f"{FAILED} at {failed_step}"
+    return NOT_APPLIED
+
+
+def build_report(
+    *,
+    dag_id: str,
+    run_id: str,
+    source: str,
+    steps: dict[str, dict[str, Any] | None],
+    approval: Approval | None = None,
+    failed_step: str | None = None,
+    approval_timeout: float | None = None,
+) -> dict[str, Any]:
+    download = steps.get("download") or {}
+    normalised = steps.get("normalise") or {}
+    staged = steps.get("stage") or {}
+    applied = steps.get("apply") or {}
+    # The apply transaction recomputes the diff; it is the truth when present.
+    diff = applied.get("diff") or staged.get("diff") or {}
+    result = outcome(steps, approval, failed_step)
+    report: dict[str, Any] = {
+        "dag_id": dag_id,
+        "run_id": run_id,
+        "source": source,
+        "outcome": result,
+        "applied": result == APPLIED,
+        "feed": {k: download.get(k) for k in ("url", "pages", "total", "requests", "retries")} if download else None,
+        "counts": {
+            "rows_read": normalised.get("rows_read"),
+            "rejected": normalised.get("rows_rejected"),
+            "acteurs": staged.get("acteurs"),
+            "duplicates_merged": staged.get("duplicates_merged"),
+            "new": diff.get("new"),
+            "changed": diff.get("changed"),
+            "unchanged": diff.get("unchanged"),
+            "deactivated" if result == APPLIED else "to_deactivate": diff.get("to_deactivate"),
+            "inactive_kept": diff.get("inactive"),
+            "rows_written": applied.get("total_rows_written", 0),
+        },
+        "rows_written_by_table": applied.get("rows_written", {}),
+        "guard": {
+            "active_before": diff.get("active_before"),
+            "to_deactivate": diff.get("to_deactivate"),
+            "deactivation_share": diff.get("deactivation_share"),
+            "max_deactivation_share": staged.get("max_deactivation_share"),
+            "needs_approval": staged.get("needs_approval"),
+            "approval": None
+            if approval is None
+            else {"chosen": approval.chosen, "responded_by": approval.responded_by, "timeout_s": approval_timeout},
+        },
+        "rejections": normalised.get("rejections", {}),
+        "rejection_examples": normalised.get("rejection_examples", {}),
+        "unknown_values": normalised.get("unknown_values", {}),
+        "warnings": normalised.get("warnings", {}),
+        "diff_examples": diff.get("examples", {}),
+        "seconds": {
+            name: (steps.get(name) or {}).get("seconds_total", (steps.get(name) or {}).get("seconds"))
+            for name in STEPS
+            if steps.get(name)
+        },
+    }
+    if failed_step:
+        report["failed_step"] = failed_step
+    return report
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.1%}" if value <= 1 else f"{value:.1f}"
+    return str(value)
+
+
+def to_text(report: dict[str, Any]) -> str:
+    """A readable summary for the task log."""
+    counts, guard = report["counts"], report["guard"]
+    lines = [
+        f"Run report {report['dag_id']} / {report['run_id']}",
+        f"  OUTCOME: {report['outcome'].upper()}",
+    ]
+    if report.get("feed"):
+        feed = report["feed"]
+        lines.append(
+            f"  feed: {feed['url']} ({_fmt(feed['total'])} rows announced, {feed['pages']} pages, "
+            f"{feed['retries']} retries)"
+        )
+    lines.append("  counts: " + ", ".join(f"{k}={_fmt(v)}" for k, v in counts.items()))
+    share = guard.get("deactivation_share")
+    lines.append(
+        f"  guard: {_fmt(guard.get('to_deactivate'))} of {_fmt(guard.get('active_before'))} ACTIF acteurs would leave "
+        f"(share {_fmt(share)}, max {_fmt(guard.get('max_deactivation_share'))}) -> "
+        f"{'approval needed' if guard.get('needs_approval') else 'no approval needed'}"
+    )
+    if guard.get("approval"):
+        approval = guard["approval"]
+        who = approval["responded_by"] or f"nobody within {_fmt(approval.get('timeout_s'))} s (default)"
+        lines.append(f"  approval: {approval['chosen']} by {who}")
+    for title, key in (("rejected rows by reason", "rejections"), ("warnings", "warnings")):
+        if report.get(key):
+            lines.append(f"  {title}:")
+            lines += [f"    {n:>7}  {reason}" for reason, n in report[key].items()]
+    if report.get("rejection_examples"):
+        lines.append("  examples of rejected rows:")
+        for reason, examples in report["rejection_examples"].items():
+            for example in examples[:3]:
+                where = f"row {example.get('row')} {example.get('identifier')}"
+                lines.append(f"    [{reason}] {where}: {example.get('value')}")
+    for kind, values in (report.get("unknown_values") or {}).items():
+        lines.append(f"  unknown {kind}: " + ", ".join(f"{v!r} x{n}" for v, n in values.items()))
+    if report.get("seconds"):
+        lines.append("  seconds: " + ", ".join(f"{k}={v}" for k, v in report["seconds"].items()))
+    return "\n".join(lines)
+
+
+def to_markdown(report: dict[str, Any]) -> str:
+    """The report as the approval form shows it."""
+    counts, guard = report["counts"], report["guard"]
+    rows = "\n".join(f"| {k} | {_fmt(v)} |" for k, v in counts.items())
+    parts = [
+        f"**{guard.get('to_deactivate')} of {guard.get('active_before')} ACTIF acteurs** of source "
+        f"`{report['source']}` would be set **SUPPRIME** (share {_fmt(guard.get('deactivation_share'))}, "
+        f"threshold {_fmt(guard.get('max_deactivation_share'))}).",
+        "Approve to apply the whole run; Reject (or no answer before the timeout) applies nothing.",
+        f"| count | value |\n|---|---|\n{rows}",
+    ]
+    examples = (report.get("diff_examples") or {}).get("to_deactivate")
+    if examples:
+        parts.append("Examples leaving the feed: " + ", ".join(f"`{e}`" for e in examples))
+    if report.get("rejections"):
+        parts.append(
+            "Rejected rows: " + ", ".join(f"{reason} ({n})" for reason, n in report["rejections"].items())
+        )
+    if report.get("feed"):
+        parts.append(f"Feed: {report['feed']['url']}")
+    return "\n\n".join(parts)
+
+
+def write_report(report: dict[str, Any], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
+    tmp.replace(path)
+    return path

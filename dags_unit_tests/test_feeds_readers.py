@@ -1,0 +1,122 @@
+"""qfdmo.feeds against the local fake portals: pagination, retries, errors, streaming to disk."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fakes import feed_server  # noqa: F401 - pytest fixture
+from fakes.feed_server import FeedServer, GeneratedRows
+from fakes.generated import pointsapport_row, pointsapport_row_json, pointsapport_rows
+from qfdmo.feeds import FeedError, HttpClient, RetryPolicy, datafair_dataset_url, download, iter_raw_rows, redact_url
+
+
+def _client(waits: list[float] | None = None, attempts: int = 4) -> HttpClient:
+    record = waits.append if waits is not None else (lambda _s: None)
+    return HttpClient(connect_timeout=2, read_timeout=10, retry=RetryPolicy(attempts=attempts), sleep=record)
+
+
+def test_datafair_follows_next_and_keeps_filters(tmp_path):
+    with FeedServer() as server:
+        rows = [{"C_SERVICE": str(i), "ANNEE": 2024 if i % 3 else 2023} for i in range(25)]
+        server.set_dataset("sinoe", rows)
+        url = server.datafair_url("sinoe", size="4", q_mode="simple", ANNEE_eq="2024")
+        result = download("pointsapport", url, tmp_path, _client())
+        got = list(iter_raw_rows(tmp_path / "raw.jsonl"))
+    expected = [r["C_SERVICE"] for r in rows if r["ANNEE"] == 2024]
+    assert [r["C_SERVICE"] for r in got] == expected
+    # the last `next` leads to an empty page, which ends the feed
+    assert result.total == len(expected) and result.pages == 4 and result.requests == 5
+    # data-fair's system fields reach the raw file untouched
+    assert {"_i", "_id", "_rand", "_score", "_updatedAt", "_geopoint"} <= set(got[0])
+
+
+def test_retries_5xx_and_429_with_retry_after_then_succeeds(tmp_path):
+    waits: list[float] = []
+    with FeedServer() as server:
+        server.set_dataset("eo", [{"id": i} for i in range(30)])
+        server.fail_next(2, status=503)
+        server.fail_next(1, status=429, retry_after="3")
+        result = download("pointsapport", server.datafair_url("eo", size="10"), tmp_path, _client(waits))
+    assert result.retries == 3 and result.pages == 3
+    assert 3.0 in waits  # Retry-After honoured
+    assert all(w <= 3.0 for w in waits)
+
+
+def test_final_failure_names_url_without_secret(tmp_path):
+    with FeedServer() as server:
+        server.set_dataset("eo", [{"id": 1}])
+        server.fail_next(10, status=502)
+        with pytest.raises(FeedError) as error:
+            download("pointsapport", server.datafair_url("eo", apikey="s3cr3t"), tmp_path, _client(attempts=3))
+    message = str(error.value)
+    assert "after 3 attempts" in message and "HTTP 502" in message
+    assert "/datasets/eo/lines" in message and "s3cr3t" not in message
+
+
+def test_connection_errors_are_retried_then_reported(tmp_path):
+    with FeedServer() as server:
+        url = server.datafair_url("eo")
+    waits: list[float] = []
+    with pytest.raises(FeedError, match="ConnectionError"):
+        download("pointsapport", url, tmp_path, _client(waits, attempts=3))
+    assert len(waits) == 2
+
+
+def test_client_error_is_not_retried(feed_server, tmp_path):  # noqa: F811
+    with pytest.raises(FeedError, match="HTTP 404"):
+        download("pointsapport", feed_server.datafair_url("no-such-dataset"), tmp_path, _client())
+    assert feed_server.requests_to("no-such-dataset") == 1
+
+
+def test_empty_feed_fails(tmp_path):
+    with FeedServer() as server:
+        server.set_dataset("eo", [])
+        with pytest.raises(FeedError, match="returned no rows"):
+            download("pointsapport", server.datafair_url("eo"), tmp_path, _client())
+
+
+def test_artisanat_limit_offset_pages(feed_server, tmp_path):  # noqa: F811
+    url = feed_server.explore_url("reparacteurs") + "?limit=500"  # more than the API allows: clipped to 100
+    result = download("artisanat", url, tmp_path, _client())
+    rows = list(iter_raw_rows(tmp_path / "raw.jsonl"))
+    assert len(rows) == 230 and result.total == 230 and result.pages == 3
+    assert rows[0]["id"] == "1001" and rows[-1]["id"] == "1230"
+
+
+def test_artisanat_beyond_the_offset_window_reads_the_export(tmp_path):
+    with FeedServer() as server:
+        server.set_dataset("big", [{"id": str(i)} for i in range(10_150)])
+        download("artisanat", server.explore_url("big"), tmp_path, _client())
+        assert server.requests_to("/exports/json") == 1
+    assert [r["id"] for r in iter_raw_rows(tmp_path / "raw.jsonl")] == [str(i) for i in range(10_150)]
+
+
+def test_sinoe_nomenclature_comes_from_the_same_data_fair(feed_server, tmp_path):  # noqa: F811
+    url = feed_server.datafair_url("sinoe-(r)-annuaire-des-decheteries-dma", size="10000", ANNEE_eq="2024")
+    result = download("sinoe", url, tmp_path, _client())
+    nomenclature = json.loads((tmp_path / "nomenclature.json").read_text())
+    assert nomenclature["01.1"] == "Déchets textiles"
+    assert result.total == 9
+    assert datafair_dataset_url(url, "x").startswith(feed_server.base_url + "/data-fair/api/v1/datasets/x/lines")
+
+
+def test_generated_rows_render_as_their_dict_form():
+    for i in range(8):
+        assert {k: v for k, v in json.loads(pointsapport_row_json(i)).items() if not k.startswith("_")} == (
+            pointsapport_row(i)
+        )
+
+
+def test_streaming_keeps_memory_flat(tmp_path):
+    with FeedServer() as server:
+        rows: GeneratedRows = pointsapport_rows(30_000)
+        server.set_dataset("eo", rows)
+        result = download("pointsapport", server.datafair_url("eo", size="10000"), tmp_path, _client())
+    assert result.pages == 3
+    count = sum(1 for _ in iter_raw_rows(tmp_path / "raw.jsonl"))
+    assert count == 30_000
+
+
+def test_redact_url():
+    assert redact_url("https://u:p@h.example/x?apikey=abc&size=10") == "https://h.example/x?apikey=***&size=10"
