@@ -548,10 +548,11 @@ class _Normaliser:
             text(value) if (value := get("consignes_dacces")) else "",
             public.public_accueilli, public.reprise,
         ]
-        for index in (0, 1, 2, 3, 5, 8):
-            if len(text_fields[index]) > 255:
-                text_fields[index] = text_fields[index][:255]
-                warnings["truncated"] += 1
+        if len("".join(text_fields[:9])) > 255:  # one check for the usual short values
+            for index in (0, 1, 2, 3, 5, 8):
+                if len(text_fields[index]) > 255:
+                    text_fields[index] = text_fields[index][:255]
+                    warnings["truncated"] += 1
         lat_text = repr(latitude) if latitude is not None else NULL
         lon_text = repr(longitude) if longitude is not None else NULL
 

@@ -15,7 +15,7 @@ import re
 from unidecode import unidecode
 
 NULL_LIKE = frozenset({"null", "none", "nan", "na", "n/a", "non applicable", "aucun", "-"})
-_NULL_LIKE_MAX_LEN = max(len(v) for v in NULL_LIKE)
+_NULL_LIKE_FIRST = frozenset(v[0] for v in NULL_LIKE) | frozenset(v[0].upper() for v in NULL_LIKE)
 
 # Curly quotes and apostrophes seen in partner labels, mapped to their straight forms.
 _QUOTES = str.maketrans({"’": "'", "‘": "'", "ʼ": "'", "´": "'", "`": "'", "“": '"', "”": '"', "«": '"', "»": '"'})
@@ -33,27 +33,23 @@ def text(value: object) -> str:
     """Any raw value as clean one-line text; null-like values become ''."""
     if type(value) is str:
         s = value.strip()
-        if len(s) > _NULL_LIKE_MAX_LEN:  # the common case: a real value
-            return s if s.isprintable() else _sanitize(s)
-    elif value is None:
+        if not s.isprintable():
+            s = _sanitize(s)
+        # Every null-like value starts with one of these characters: one cheap test first.
+        if s and s[0] in _NULL_LIKE_FIRST and s.lower() in NULL_LIKE:
+            return ""
+        return s
+    if value is None:
         return ""
-    elif isinstance(value, bool):
+    if isinstance(value, bool):
         return "true" if value else "false"
-    elif isinstance(value, float):
+    if isinstance(value, float):
         if math.isnan(value) or math.isinf(value):
             return ""
-        s = repr(value)
-    elif isinstance(value, int):
+        return repr(value)
+    if isinstance(value, int):
         return str(value)
-    else:
-        s = str(value).strip()
-    if not s:
-        return s
-    if not s.isprintable():
-        s = _sanitize(s)
-    if len(s) <= _NULL_LIKE_MAX_LEN and s.lower() in NULL_LIKE:
-        return ""
-    return s
+    return text(str(value))
 
 
 # --- booleans -------------------------------------------------------------------------------
