@@ -181,14 +181,7 @@ class _Normaliser:
 
     def _products(self, raw: object) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """Raw product list → (sous-categorie codes, unknown labels)."""
-        try:
-            return self.products_cache[raw]
-        except KeyError:
-            pass
-        except TypeError:
-            return self._resolve_products(raw)
-        result = self.products_cache[raw] = self._resolve_products(raw)
-        return result
+        return _memo(self.products_cache, raw, self._resolve_products)
 
     def _resolve_products(self, raw: object) -> tuple[tuple[str, ...], tuple[str, ...]]:
         if isinstance(raw, list | tuple):
@@ -320,10 +313,9 @@ class _Normaliser:
 
     def _source_codes(self, raw: object) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """Per-row source rule → (known source codes, unknown names)."""
-        try:
-            return self.source_cache[raw]
-        except (KeyError, TypeError):
-            pass
+        return _memo(self.source_cache, raw, self._resolve_source_codes)
+
+    def _resolve_source_codes(self, raw: object) -> tuple[tuple[str, ...], tuple[str, ...]]:
         known, unknown = [], []
         owned = self.declaration.source_codes
         for part in rules.text(raw).split("|"):
@@ -336,12 +328,7 @@ class _Normaliser:
                     known.append(code)
             else:
                 unknown.append(part.strip())
-        result = (tuple(known), tuple(unknown))
-        try:
-            self.source_cache[raw] = result
-        except TypeError:
-            pass
-        return result
+        return tuple(known), tuple(unknown)
 
     # --- format adapters: other formats → points d'apport column names -----------------------
 
