@@ -1,0 +1,247 @@
+"""Source DAGs end to end: the real Airflow CLI (`bin/airflow dags test`) and, for the approval
+paths, the running scheduler of the test stack, against the fake portals and the stack's carte DB.
+
+Scenarios run in sequence inside one test per format to keep the suite's time modest.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from fakes import fixture_rows, serve_fixtures
+from fakes.feed_server import FeedServer
+
+
+@pytest.fixture(scope="module")
+def portals() -> Iterator[FeedServer]:
+    with FeedServer() as server:
+        yield server
+
+
+@pytest.fixture
+def feeds(portals: FeedServer) -> FeedServer:
+    return serve_fixtures(portals)
+
+
+def _reports(stack, dag_id: str) -> Path:
+    return Path(stack.env["QFDMO_DATA_DIR"]) / "reports" / dag_id
+
+
+def dags_test(stack, dag_id: str, conf: dict) -> dict:
+    """`bin/airflow dags test DAG -c CONF`; returns the run report the DAG wrote."""
+    folder = _reports(stack, dag_id)
+    before = set(folder.glob("*.json")) if folder.exists() else set()
+    result = stack.airflow("dags", "test", dag_id, "-c", json.dumps(conf), timeout=900)
+    created = sorted(set(folder.glob("*.json")) - before, key=lambda p: p.stat().st_mtime)
+    assert created, f"no run report written\n{result.stdout[-5000:]}\n{result.stderr[-5000:]}"
+    report = json.loads(created[-1].read_text())
+    report["_output"] = result.stdout + result.stderr
+    return report
+
+
+def _acteurs(dsn: str, source_codes: tuple[str, ...]) -> dict[str, str]:
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT a.identifiant_unique, a.statut FROM qfdmo_acteur a JOIN qfdmo_source s ON s.id = a.source_id "
+            "WHERE s.code = ANY(%s)",
+            (list(source_codes),),
+        ).fetchall()
+    return dict(rows)
+
+
+def _snapshot(dsn: str, source_codes: tuple[str, ...]) -> list[tuple]:
+    """Every written column of the sources' acteurs and their M2M rows, to prove 'nothing changed'."""
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(
+            "SELECT row_to_json(a)::text, "
+            " (SELECT count(*) FROM qfdmo_propositionservice ps WHERE ps.acteur_id = a.identifiant_unique) "
+            "FROM qfdmo_acteur a JOIN qfdmo_source s ON s.id = a.source_id WHERE s.code = ANY(%s) "
+            "ORDER BY a.identifiant_unique",
+            (list(source_codes),),
+        ).fetchall()
+
+
+def test_refashion_first_load_rerun_change_revision_and_guard(airflow_stack, feeds):
+    dsn = airflow_stack.carte_dsn
+    url = feeds.datafair_url("donnees-eo-refashion", size="5")
+    conf = {"endpoint_url": url}
+
+    first = dags_test(airflow_stack, "source_refashion", conf)
+    assert first["outcome"] == "applied", first["_output"][-3000:]
+    assert first["counts"]["new"] == 12 and first["counts"]["rejected"] == 3
+    assert sum(first["rejections"].values()) == 3 and first["rejection_examples"]
+    assert "objets mystères" in json.dumps(first["unknown_values"], ensure_ascii=False).lower()
+    assert set(first["seconds"]) == {"download", "normalise", "stage", "apply"}
+    assert "OUTCOME: APPLIED" in first["_output"]
+    acteurs = _acteurs(dsn, ("refashion",))
+    assert len(acteurs) == 12 and set(acteurs.values()) == {"ACTIF"}
+    assert any(key.endswith("_d") for key in acteurs)  # the online-only acteur
+
+    # A human corrected one acteur: the revision must survive every run untouched.
+    revised = sorted(acteurs)[0]
+    with psycopg.connect(dsn) as conn:
+        conn.execute(
+            "INSERT INTO qfdmo_revisionacteur (identifiant_unique, nom) VALUES (%s, 'Nom corrigé par l''équipe')",
+            (revised,),
+        )
+        revision_before = conn.execute(
+            "SELECT row_to_json(r)::text FROM qfdmo_revisionacteur r WHERE identifiant_unique = %s", (revised,)
+        ).fetchone()
+
+    again = dags_test(airflow_stack, "source_refashion", conf)
+    assert again["outcome"] == "applied"
+    assert again["counts"]["unchanged"] == 12 and again["counts"]["rows_written"] == 0
+
+    # Changed feed: one name corrected by the partner, one point gone (1/12 < 10%: no approval).
+    rows = fixture_rows("refashion.json")
+    rows[4]["nom_de_lorganisme"] = "Relais Textile Exempleville Centre"
+    gone = rows.pop(5)
+    feeds.set_dataset("donnees-eo-refashion", rows)
+    changed = dags_test(airflow_stack, "source_refashion", conf)
+    assert changed["outcome"] == "applied"
+    assert changed["counts"]["changed"] == 1 and changed["counts"]["deactivated"] == 1
+    assert changed["guard"]["needs_approval"] is False
+    statuts = _acteurs(dsn, ("refashion",))
+    assert list(statuts.values()).count("SUPPRIME") == 1
+    assert any(gone["id_point_apport_ou_reparation"] in key for key, s in statuts.items() if s == "SUPPRIME")
+
+    with psycopg.connect(dsn) as conn:
+        revision_after = conn.execute(
+            "SELECT row_to_json(r)::text FROM qfdmo_revisionacteur r WHERE identifiant_unique = %s", (revised,)
+        ).fetchone()
+        staging = conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'qfdmo_staging'").fetchone()[0]
+    assert revision_after == revision_before
+    assert staging == 0
+    runs = Path(airflow_stack.env["QFDMO_DATA_DIR"]) / "runs" / "source_refashion"
+    assert not runs.exists() or not any(runs.iterdir()), "run files left after successful runs"
+
+
+def test_failed_run_leaves_the_database_as_it_was(airflow_stack, feeds):
+    dsn = airflow_stack.carte_dsn
+    before = _snapshot(dsn, ("refashion",))
+    feeds.set_dataset("donnees-eo-refashion", [])
+    empty = dags_test(airflow_stack, "source_refashion", {"endpoint_url": feeds.datafair_url("donnees-eo-refashion")})
+    assert empty["outcome"] == "not applied: failed at download"
+    assert "returned no rows" in empty["_output"]
+    assert _snapshot(dsn, ("refashion",)) == before
+
+
+# --- approval paths: through the stack's scheduler (under `dags test` a HITL task waits forever) ---
+
+
+def _api(stack, method: str, path: str, body: dict | None = None) -> dict:
+    return stack.api(method, f"/api/v2{path}", body)
+
+
+def _wait(predicate, timeout: float, what: str, every: float = 2.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _trigger(stack, dag_id: str, conf: dict) -> str:
+    def dag_known():
+        try:
+            return _api(stack, "GET", f"/dags/{dag_id}")
+        except urllib.error.HTTPError:
+            return None
+
+    _wait(dag_known, 120, f"{dag_id} to be parsed")
+    _api(stack, "PATCH", f"/dags/{dag_id}", {"is_paused": False})
+    run = _api(stack, "POST", f"/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf})
+    return run["dag_run_id"]
+
+
+def _task_state(stack, dag_id: str, run_id: str, task_id: str) -> str | None:
+    return _api(stack, "GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}").get("state")
+
+
+def _finished(stack, dag_id: str, run_id: str, timeout: float = 300) -> str:
+    return _wait(
+        lambda: (s := _api(stack, "GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"]) in ("success", "failed") and s,
+        timeout,
+        f"{dag_id} {run_id} to finish",
+    )
+
+
+def _report(stack, dag_id: str, run_id: str) -> dict:
+    from qfdmo.pipeline.paths import report_path
+
+    return json.loads(report_path(dag_id, run_id, base=Path(stack.env["QFDMO_DATA_DIR"])).read_text())
+
+
+def test_large_deactivation_waits_for_a_human(airflow_stack, feeds):
+    """Half of refashion's points vanish: rejected and timed-out runs apply nothing; approval applies."""
+    dag_id = "source_refashion"
+    dsn = airflow_stack.carte_dsn
+    url = feeds.datafair_url("donnees-eo-refashion", size="5")
+    dags_test(airflow_stack, dag_id, {"endpoint_url": url})  # start from the full feed
+    before = _snapshot(dsn, ("refashion",))
+    feeds.set_dataset("donnees-eo-refashion", fixture_rows("refashion.json")[6:])
+
+    # 1. Nobody answers within approval_timeout: the default (Reject) applies nothing.
+    timed_out = _trigger(airflow_stack, dag_id, {"endpoint_url": url, "approval_timeout": 5})
+    assert _finished(airflow_stack, dag_id, timed_out) == "success"
+    report = _report(airflow_stack, dag_id, timed_out)
+    assert report["outcome"] == "not applied: timed out" and report["guard"]["needs_approval"]
+    assert _task_state(airflow_stack, dag_id, timed_out, "apply") == "skipped"
+    assert _snapshot(dsn, ("refashion",)) == before
+
+    # 2. and 3. A human answers through the HITL API: Reject, then Approve.
+    for choice, outcome in (("Reject", "not applied: rejected"), ("Approve", "applied")):
+        run_id = _trigger(airflow_stack, dag_id, {"endpoint_url": url, "approval_timeout": 600})
+        _wait(lambda rid=run_id: _task_state(airflow_stack, dag_id, rid, "request_approval") == "awaiting_input",
+              300, "the approval request")
+        hitl = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/request_approval/-1/hitlDetails"
+        assert "would be set **SUPPRIME**" in _api(airflow_stack, "GET", hitl)["body"]
+        _api(airflow_stack, "PATCH", hitl, {"chosen_options": [choice]})
+        assert _finished(airflow_stack, dag_id, run_id) == "success"
+        report = _report(airflow_stack, dag_id, run_id)
+        assert report["outcome"] == outcome
+        if choice == "Reject":
+            assert report["guard"]["approval"]["responded_by"]
+            assert _snapshot(dsn, ("refashion",)) == before
+    statuts = _acteurs(dsn, ("refashion",))
+    assert list(statuts.values()).count("SUPPRIME") == 5
+    _api(airflow_stack, "PATCH", f"/dags/{dag_id}", {"is_paused": True})
+
+
+# --- the other formats: first load, bad rows counted, unchanged re-run ---
+
+
+@pytest.mark.parametrize(
+    ("dag_id", "dataset", "kind", "source_codes", "expected_new", "expected_rejected"),
+    [
+        ("source_ocab", "donnees-eo-ocab", "datafair", ("ocab_valobat", "ocab_ecomaison", "ocab_valdelia",
+                                                        "ocab_ecominero"), 10, 1),
+        ("source_cma_reparacteur", "reparacteurs", "explore", ("cma_reparacteur",), 227, 3),
+        ("source_ademesinoedecheteries", "sinoe-(r)-annuaire-des-decheteries-dma", "sinoe",
+         ("ademesinoedecheteries",), 7, 2),
+    ],
+)
+def test_other_formats_load_then_rerun_unchanged(
+    airflow_stack, feeds, dag_id, dataset, kind, source_codes, expected_new, expected_rejected
+):
+    if kind == "explore":
+        url = feeds.explore_url(dataset)
+    elif kind == "sinoe":
+        url = feeds.datafair_url(dataset, size="4", q_mode="simple", ANNEE_eq="2024")
+    else:
+        url = feeds.datafair_url(dataset, size="3")
+    first = dags_test(airflow_stack, dag_id, {"endpoint_url": url})
+    assert first["outcome"] == "applied", first["_output"][-3000:]
+    assert first["counts"]["new"] == expected_new, first["counts"]
+    assert first["counts"]["rejected"] == expected_rejected, first["rejections"]
+    assert len(_acteurs(airflow_stack.carte_dsn, source_codes)) == expected_new
+    again = dags_test(airflow_stack, dag_id, {"endpoint_url": url})
+    assert again["counts"]["unchanged"] == expected_new and again["counts"]["rows_written"] == 0
