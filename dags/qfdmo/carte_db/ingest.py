@@ -1,0 +1,731 @@
+"""Stage, diff and apply one ingestion run into the carte database (set-based SQL).
+
+Flow (the pipeline calls these in order; hours may pass between diff and apply
+while a human approves a large deactivation):
+
+* ``stage(conn, run_key, run_dir, source_codes) -> StageResult``
+  COPYs the four normalised files of ``run_dir`` (format: ``staging_format``)
+  into UNLOGGED tables of schema ``qfdmo_staging`` suffixed by the run key,
+  resolves codes to ids (unknown codes -> ``StagingError`` before anything is
+  written to qfdmo tables), merges duplicate identifiant_unique rows (lowest
+  row_number wins for scalar columns; union of propositions, sous-catégories,
+  labels and services) and computes the diff.
+* ``diff(conn, run_key, source_codes) -> DiffResult`` (re)computes the diff
+  against qfdmo_acteur: new / changed / unchanged / inactive (INACTIF in the DB:
+  a human decision, left untouched) / to_deactivate (ACTIF acteurs of
+  ``source_codes`` absent from the feed) / active_before, with examples.
+* ``apply(conn, run_key, source_codes) -> ApplyResult`` in ONE transaction,
+  under an advisory lock per source set: recomputes the diff from staging,
+  sets SUPPRIME on acteurs that left the feed, updates changed acteurs
+  (cree_le kept, modifie_le = now()), inserts new ones, and replaces
+  propositions de service (+ sous-catégories), labels and acteur_services of
+  new/changed acteurs only. Unchanged acteurs are not written at all;
+  qfdmo_revisionacteur is never touched. Any error rolls everything back.
+* ``drop_staging(conn, run_key)`` removes the run's staging tables.
+
+"Changed" compares every managed column (the feed's columns, location as EWKB,
+statut) with ``IS DISTINCT FROM`` and the sets through order-independent 64-bit
+signatures (XOR of hashes of (action), (action, sous-catégorie), label and
+service ids), computed on both sides in SQL. A SUPPRIME acteur present again is
+changed (reactivated). Columns the feed does not carry (nom_officiel,
+naf_principal, commentaires, siret_is_closed, action_principale_id) are kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from qfdmo.carte_db.staging_format import (
+    ACTEUR_COLUMNS,
+    ACTEUR_SERVICE_COLUMNS,
+    ACTEUR_SERVICES_FILE,
+    ACTEURS_FILE,
+    LABEL_COLUMNS,
+    LABELS_FILE,
+    PROPOSITION_COLUMNS,
+    PROPOSITIONS_FILE,
+)
+
+log = logging.getLogger(__name__)
+
+STAGING_SCHEMA = "qfdmo_staging"
+EXAMPLES = 5
+# Large enough for the hash joins/aggregates of ~500k acteurs to stay in memory.
+WORK_MEM = "256MB"
+
+# Columns the feed owns, as (column, varchar limit or None). Everything else of
+# qfdmo_acteur is left as it is on update.
+_TEXT_COLUMNS: tuple[tuple[str, int | None], ...] = (
+    ("identifiant_externe", 255),
+    ("nom", 255),
+    ("nom_commercial", 255),
+    ("adresse", 255),
+    ("adresse_complement", 255),
+    ("code_postal", 10),
+    ("ville", 255),
+    ("url", 2048),
+    ("email", 254),
+    ("telephone", 255),
+    ("siret", 14),
+    ("siren", 9),
+    ("description", None),
+    ("horaires_osm", None),
+    ("horaires_description", None),
+    ("consignes_dacces", None),
+    ("public_accueilli", 255),
+    ("reprise", 255),
+    ("lieu_prestation", 255),
+)
+_BOOL_COLUMNS = ("exclusivite_de_reprisereparation", "uniquement_sur_rdv")
+MANAGED_COLUMNS: tuple[str, ...] = (
+    *(c for c, _ in _TEXT_COLUMNS),
+    *_BOOL_COLUMNS,
+    "acteur_type_id",
+    "source_id",
+    "location",
+)
+
+_RAW_TYPES = {
+    "row_number": "bigint",
+    "exclusivite_de_reprisereparation": "boolean",
+    "uniquement_sur_rdv": "boolean",
+    "latitude": "double precision",
+    "longitude": "double precision",
+}
+
+
+class StagingError(RuntimeError):
+    """The run files cannot be applied as they are (nothing was written to qfdmo tables)."""
+
+
+@dataclass(frozen=True)
+class DiffResult:
+    new: int
+    changed: int
+    unchanged: int
+    inactive: int
+    to_deactivate: int
+    active_before: int
+    examples: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def deactivation_share(self) -> float:
+        """Share of the sources' ACTIF acteurs that this run would set SUPPRIME."""
+        return self.to_deactivate / self.active_before if self.active_before else 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "new": self.new,
+            "changed": self.changed,
+            "unchanged": self.unchanged,
+            "inactive": self.inactive,
+            "to_deactivate": self.to_deactivate,
+            "active_before": self.active_before,
+            "deactivation_share": round(self.deactivation_share, 4),
+            "examples": self.examples,
+        }
+
+
+@dataclass(frozen=True)
+class StageResult:
+    run_key: str
+    rows: dict[str, int]  # lines read per file
+    acteurs: int  # distinct identifiant_unique
+    duplicates_merged: int  # acteur lines merged into another one
+    diff: DiffResult
+    seconds: dict[str, float]
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "run_key": self.run_key,
+            "rows": self.rows,
+            "acteurs": self.acteurs,
+            "duplicates_merged": self.duplicates_merged,
+            "diff": self.diff.as_dict(),
+            "seconds": self.seconds,
+        }
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    diff: DiffResult  # recomputed inside the apply transaction
+    rows_written: dict[str, int]  # table -> rows inserted/updated/deleted
+    seconds: float
+
+    @property
+    def total_rows_written(self) -> int:
+        return sum(self.rows_written.values())
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "diff": self.diff.as_dict(),
+            "rows_written": self.rows_written,
+            "total_rows_written": self.total_rows_written,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+@dataclass(frozen=True)
+class _Tables:
+    """Staging table names of one run."""
+
+    acteurs_raw: sql.Composable
+    propositions_raw: sql.Composable
+    labels_raw: sql.Composable
+    services_raw: sql.Composable
+    acteurs: sql.Composable
+    propositions: sql.Composable
+    labels: sql.Composable
+    services: sql.Composable
+    diff: sql.Composable
+
+    def all(self) -> list[sql.Composable]:
+        return list(self.__dict__.values())
+
+
+def staging_suffix(run_key: str) -> str:
+    """A safe identifier suffix for run_key (stable, at most 48 characters)."""
+    cleaned = re.sub(r"[^0-9a-z_]+", "_", run_key.lower()).strip("_")
+    if cleaned == run_key and len(cleaned) <= 48:
+        return cleaned
+    digest = hashlib.blake2b(run_key.encode(), digest_size=4).hexdigest()
+    return f"{cleaned[:39]}_{digest}"
+
+
+def _tables(run_key: str) -> _Tables:
+    suffix = staging_suffix(run_key)
+
+    def name(prefix: str) -> sql.Composable:
+        return sql.Identifier(STAGING_SCHEMA, f"{prefix}_{suffix}")
+
+    return _Tables(
+        acteurs_raw=name("acteurs_raw"),
+        propositions_raw=name("propositions_raw"),
+        labels_raw=name("labels_raw"),
+        services_raw=name("services_raw"),
+        acteurs=name("acteurs"),
+        propositions=name("propositions"),
+        labels=name("labels"),
+        services=name("services"),
+        diff=name("diff"),
+    )
+
+
+def _lock_key(source_codes: list[str] | tuple[str, ...] | frozenset[str]) -> int:
+    digest = hashlib.blake2b(",".join(sorted(source_codes)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _q(query: str, **identifiers: sql.Composable) -> sql.Composed:
+    return sql.SQL(query).format(**identifiers)
+
+
+# --------------------------------------------------------------------- stage
+
+
+def stage(
+    conn: psycopg.Connection,
+    run_key: str,
+    run_dir: Path,
+    source_codes: list[str] | tuple[str, ...] | frozenset[str],
+) -> StageResult:
+    """COPY the run files into staging, merge duplicates, resolve codes, compute the diff."""
+    t = _tables(run_key)
+    seconds: dict[str, float] = {}
+    rows: dict[str, int] = {}
+    started = time.perf_counter()
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute(f"SET LOCAL work_mem = '{WORK_MEM}'")
+        cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(STAGING_SCHEMA)))
+        for table in t.all():
+            cur.execute(_q("DROP TABLE IF EXISTS {t}", t=table))
+        raw_defs = [
+            (t.acteurs_raw, ACTEURS_FILE, ACTEUR_COLUMNS),
+            (t.propositions_raw, PROPOSITIONS_FILE, PROPOSITION_COLUMNS),
+            (t.labels_raw, LABELS_FILE, LABEL_COLUMNS),
+            (t.services_raw, ACTEUR_SERVICES_FILE, ACTEUR_SERVICE_COLUMNS),
+        ]
+        for table, filename, columns in raw_defs:
+            column_defs = sql.SQL(", ").join(
+                sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(_RAW_TYPES.get(c, "text"))) for c in columns
+            )
+            cur.execute(_q("CREATE UNLOGGED TABLE {t} ({defs})", t=table, defs=column_defs))
+            rows[filename] = _copy_file(cur, table, run_dir / filename)
+        seconds["copy"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        _check_codes(cur, t, source_codes)
+        _merge(cur, t)
+        acteurs = cur.execute(_q("SELECT count(*) FROM {a}", a=t.acteurs)).fetchone()[0]
+        seconds["merge"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        result = _diff(cur, t, source_codes)
+        seconds["diff"] = time.perf_counter() - started
+    return StageResult(
+        run_key=run_key,
+        rows=rows,
+        acteurs=acteurs,
+        duplicates_merged=rows[ACTEURS_FILE] - acteurs,
+        diff=result,
+        seconds={k: round(v, 3) for k, v in seconds.items()},
+    )
+
+
+def _copy_file(cur: psycopg.Cursor, table: sql.Composable, path: Path) -> int:
+    if not path.exists():
+        raise StagingError(f"missing run file {path}")
+    with cur.copy(_q("COPY {t} FROM STDIN", t=table)) as copy, open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            copy.write(chunk)
+    return cur.rowcount
+
+
+def _check_codes(cur: psycopg.Cursor, t: _Tables, source_codes: list[str] | tuple[str, ...] | frozenset[str]) -> None:
+    """Unknown codes were rejected upstream; one that slips through stops the run here."""
+    checks = [
+        ("source_code", t.acteurs_raw, "qfdmo_source"),
+        ("acteur_type_code", t.acteurs_raw, "qfdmo_acteurtype"),
+        ("action_code", t.propositions_raw, "qfdmo_action"),
+        ("sous_categorie_code", t.propositions_raw, "qfdmo_souscategorieobjet"),
+        ("label_code", t.labels_raw, "qfdmo_labelqualite"),
+        ("acteur_service_code", t.services_raw, "qfdmo_acteurservice"),
+    ]
+    problems: list[str] = []
+    for column, raw, ref in checks:
+        cur.execute(
+            _q(
+                "SELECT r.{c}, count(*) FROM {raw} r LEFT JOIN {ref} x ON x.code = r.{c}"
+                " WHERE x.id IS NULL AND r.{c} IS NOT NULL AND r.{c} <> ''"
+                " GROUP BY r.{c} ORDER BY count(*) DESC LIMIT 20",
+                c=sql.Identifier(column),
+                raw=raw,
+                ref=sql.Identifier(ref),
+            )
+        )
+        unknown = cur.fetchall()
+        if unknown:
+            problems.append(f"unknown {column}: " + ", ".join(f"{v!r} x{n}" for v, n in unknown))
+    cur.execute(
+        _q(
+            "SELECT count(*) FILTER (WHERE source_code IS NULL OR source_code = ''),"
+            " count(*) FILTER (WHERE acteur_type_code IS NULL OR acteur_type_code = ''),"
+            " count(*) FILTER (WHERE identifiant_unique IS NULL OR identifiant_unique = ''),"
+            " count(*) FILTER (WHERE NOT (source_code = ANY(%s)))"
+            " FROM {raw}",
+            raw=t.acteurs_raw,
+        ),
+        (list(source_codes),),
+    )
+    no_source, no_type, no_id, foreign = cur.fetchone()
+    if no_source or no_type or no_id:
+        problems.append(
+            f"missing values: source_code x{no_source}, acteur_type_code x{no_type}, identifiant_unique x{no_id}"
+        )
+    if foreign:
+        problems.append(f"{foreign} acteurs of sources outside the run's sources {sorted(source_codes)}")
+    for raw in (t.propositions_raw, t.labels_raw, t.services_raw):
+        cur.execute(
+            _q(
+                "SELECT count(*) FROM {raw} r WHERE NOT EXISTS"
+                " (SELECT FROM {a} a WHERE a.identifiant_unique = r.identifiant_unique)",
+                raw=raw,
+                a=t.acteurs_raw,
+            )
+        )
+        orphans = cur.fetchone()[0]
+        if orphans:
+            problems.append(f"{orphans} lines of {raw.as_string(cur)} reference no acteur")
+    if problems:
+        raise StagingError("; ".join(problems))
+
+
+def _merge(cur: psycopg.Cursor, t: _Tables) -> None:
+    # Union over duplicate rows comes from DISTINCT on the whole triple/pair.
+    cur.execute(
+        _q(
+            """
+            CREATE UNLOGGED TABLE {p} AS
+            SELECT DISTINCT r.identifiant_unique, ac.id AS action_id, sc.id AS souscategorie_id
+            FROM {raw} r
+            JOIN qfdmo_action ac ON ac.code = r.action_code
+            LEFT JOIN qfdmo_souscategorieobjet sc ON sc.code = r.sous_categorie_code
+            """,
+            p=t.propositions,
+            raw=t.propositions_raw,
+        )
+    )
+    cur.execute(
+        _q(
+            """
+            CREATE UNLOGGED TABLE {l} AS
+            SELECT DISTINCT r.identifiant_unique, x.id AS labelqualite_id
+            FROM {raw} r JOIN qfdmo_labelqualite x ON x.code = r.label_code
+            """,
+            l=t.labels,
+            raw=t.labels_raw,
+        )
+    )
+    cur.execute(
+        _q(
+            """
+            CREATE UNLOGGED TABLE {s} AS
+            SELECT DISTINCT r.identifiant_unique, x.id AS acteurservice_id
+            FROM {raw} r JOIN qfdmo_acteurservice x ON x.code = r.acteur_service_code
+            """,
+            s=t.services,
+            raw=t.services_raw,
+        )
+    )
+    text_columns = sql.SQL(", ").join(sql.SQL("r.{}").format(sql.Identifier(c)) for c, _ in _TEXT_COLUMNS)
+    bool_columns = sql.SQL(", ").join(sql.SQL("r.{}").format(sql.Identifier(c)) for c in _BOOL_COLUMNS)
+    # First row in feed order wins for scalar columns; the signature of the sets
+    # (comparable with the one _diff() computes from the qfdmo tables) covers the
+    # union of all duplicate rows.
+    cur.execute(
+        _q(
+            """
+            CREATE UNLOGGED TABLE {a} AS
+            WITH sig AS (
+                SELECT identifiant_unique, bit_xor(h) AS value FROM (
+                    SELECT identifiant_unique, hashint8extended(action_id, 1) AS h
+                    FROM (SELECT DISTINCT identifiant_unique, action_id FROM {p}) ps
+                    UNION ALL
+                    SELECT identifiant_unique,
+                           hashint8extended((action_id::bigint << 32) | souscategorie_id, 2)
+                    FROM {p} WHERE souscategorie_id IS NOT NULL
+                    UNION ALL
+                    SELECT identifiant_unique, hashint8extended(labelqualite_id, 3) FROM {l}
+                    UNION ALL
+                    SELECT identifiant_unique, hashint8extended(acteurservice_id, 4) FROM {s}
+                ) h
+                GROUP BY identifiant_unique
+            )
+            SELECT DISTINCT ON (r.identifiant_unique COLLATE "C")
+                r.identifiant_unique, {text_columns}, {bool_columns},
+                src.id AS source_id, ty.id AS acteur_type_id,
+                CASE WHEN r.latitude IS NOT NULL AND r.longitude IS NOT NULL
+                     THEN ST_SetSRID(ST_MakePoint(r.longitude, r.latitude), 4326) END AS location,
+                coalesce(sig.value, 0) AS sets_signature
+            FROM {raw} r
+            JOIN qfdmo_source src ON src.code = r.source_code
+            JOIN qfdmo_acteurtype ty ON ty.code = r.acteur_type_code
+            LEFT JOIN sig ON sig.identifiant_unique = r.identifiant_unique
+            ORDER BY r.identifiant_unique COLLATE "C", r.row_number
+            """,
+            a=t.acteurs,
+            raw=t.acteurs_raw,
+            p=t.propositions,
+            l=t.labels,
+            s=t.services,
+            text_columns=text_columns,
+            bool_columns=bool_columns,
+        )
+    )
+    limited = [(c, n) for c, n in _TEXT_COLUMNS if n is not None]
+    too_long = sql.SQL(", ").join(
+        sql.SQL("count(*) FILTER (WHERE length({c}) > {n})").format(c=sql.Identifier(c), n=sql.Literal(n))
+        for c, n in limited
+    )
+    counts = cur.execute(_q("SELECT {checks} FROM {a}", checks=too_long, a=t.acteurs)).fetchone()
+    overflow = [f"{c} > {n} chars x{k}" for (c, n), k in zip(limited, counts, strict=True) if k]
+    if overflow:
+        raise StagingError("values too long for qfdmo_acteur: " + ", ".join(overflow))
+    cur.execute(_q("ALTER TABLE {a} ADD PRIMARY KEY (identifiant_unique)", a=t.acteurs))
+    # Statistics of the join key only: enough for the planner, much cheaper than all columns.
+    for table in (t.acteurs, t.propositions, t.labels, t.services):
+        cur.execute(_q("ANALYZE {t} (identifiant_unique)", t=table))
+
+
+# ---------------------------------------------------------------------- diff
+
+
+def diff(
+    conn: psycopg.Connection, run_key: str, source_codes: list[str] | tuple[str, ...] | frozenset[str]
+) -> DiffResult:
+    """Recompute the diff of a staged run against the current database."""
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute(f"SET LOCAL work_mem = '{WORK_MEM}'")
+        return _diff(cur, _tables(run_key), source_codes)
+
+
+def _diff(cur: psycopg.Cursor, t: _Tables, source_codes: list[str] | tuple[str, ...] | frozenset[str]) -> DiffResult:
+    managed = sql.SQL(", ").join(
+        sql.SQL("a.{}").format(sql.Identifier(c)) if c != "location" else sql.SQL("a.location::bytea")
+        for c in MANAGED_COLUMNS
+    )
+    staged = sql.SQL(", ").join(
+        sql.SQL("m.{}").format(sql.Identifier(c)) if c != "location" else sql.SQL("m.location::bytea")
+        for c in MANAGED_COLUMNS
+    )
+    cur.execute(_q("DROP TABLE IF EXISTS {d}", d=t.diff))
+    # One row per staged acteur plus one per ACTIF acteur of the sources that left the feed.
+    cur.execute(
+        _q(
+            """
+            CREATE UNLOGGED TABLE {d} AS
+            WITH db_sig AS (
+                SELECT acteur_id, bit_xor(h) AS value FROM (
+                    SELECT ps.acteur_id, hashint8extended(ps.action_id, 1) AS h
+                    FROM qfdmo_propositionservice ps
+                    JOIN {a} m ON m.identifiant_unique = ps.acteur_id
+                    UNION ALL
+                    SELECT ps.acteur_id,
+                           hashint8extended((ps.action_id::bigint << 32) | psc.souscategorieobjet_id, 2)
+                    FROM qfdmo_propositionservice ps
+                    JOIN {a} m ON m.identifiant_unique = ps.acteur_id
+                    JOIN qfdmo_propositionservice_sous_categories psc
+                      ON psc.propositionservice_id = ps.id
+                    UNION ALL
+                    SELECT x.acteur_id, hashint8extended(x.labelqualite_id, 3)
+                    FROM qfdmo_acteur_labels x JOIN {a} m ON m.identifiant_unique = x.acteur_id
+                    UNION ALL
+                    SELECT x.acteur_id, hashint8extended(x.acteurservice_id, 4)
+                    FROM qfdmo_acteur_acteur_services x
+                    JOIN {a} m ON m.identifiant_unique = x.acteur_id
+                ) h
+                GROUP BY acteur_id
+            )
+            SELECT m.identifiant_unique,
+                   CASE
+                       WHEN a.identifiant_unique IS NULL THEN 'new'
+                       WHEN a.statut = 'INACTIF' THEN 'inactive'
+                       WHEN a.statut <> 'ACTIF'
+                            OR ({managed}) IS DISTINCT FROM ({staged})
+                            OR m.sets_signature <> coalesce(db_sig.value, 0) THEN 'changed'
+                       ELSE 'unchanged'
+                   END AS kind
+            FROM {a} m
+            LEFT JOIN qfdmo_acteur a ON a.identifiant_unique = m.identifiant_unique
+            LEFT JOIN db_sig ON db_sig.acteur_id = m.identifiant_unique
+            UNION ALL
+            SELECT a.identifiant_unique, 'to_deactivate'
+            FROM qfdmo_acteur a
+            JOIN qfdmo_source s ON s.id = a.source_id
+            WHERE s.code = ANY(%(sources)s) AND a.statut = 'ACTIF'
+              AND NOT EXISTS (SELECT FROM {a} m WHERE m.identifiant_unique = a.identifiant_unique)
+            """,
+            d=t.diff,
+            a=t.acteurs,
+            managed=managed,
+            staged=staged,
+        ),
+        {"sources": list(source_codes)},
+    )
+    # Lets apply() reach small kinds (a few changed acteurs) through the index.
+    cur.execute(_q("CREATE INDEX ON {d} (kind, identifiant_unique)", d=t.diff))
+    cur.execute(_q("ANALYZE {d}", d=t.diff))
+    counts = dict(cur.execute(_q("SELECT kind, count(*) FROM {d} GROUP BY kind", d=t.diff)).fetchall())
+    active_before = cur.execute(
+        "SELECT count(*) FROM qfdmo_acteur a JOIN qfdmo_source s ON s.id = a.source_id"
+        " WHERE s.code = ANY(%s) AND a.statut = 'ACTIF'",
+        (list(source_codes),),
+    ).fetchone()[0]
+    examples: dict[str, list[str]] = {}
+    for kind in ("new", "changed", "to_deactivate", "inactive"):
+        if counts.get(kind):
+            cur.execute(
+                _q("SELECT identifiant_unique FROM {d} WHERE kind = %s LIMIT %s", d=t.diff),
+                (kind, EXAMPLES),
+            )
+            examples[kind] = [r[0] for r in cur.fetchall()]
+    return DiffResult(
+        new=counts.get("new", 0),
+        changed=counts.get("changed", 0),
+        unchanged=counts.get("unchanged", 0),
+        inactive=counts.get("inactive", 0),
+        to_deactivate=counts.get("to_deactivate", 0),
+        active_before=active_before,
+        examples=examples,
+    )
+
+
+# --------------------------------------------------------------------- apply
+
+
+def apply(
+    conn: psycopg.Connection, run_key: str, source_codes: list[str] | tuple[str, ...] | frozenset[str]
+) -> ApplyResult:
+    """Write the staged run in one transaction (see the module docstring)."""
+    t = _tables(run_key)
+    started = time.perf_counter()
+    written: dict[str, int] = {}
+    columns = sql.SQL(", ").join(sql.Identifier(c) for c in MANAGED_COLUMNS)
+    assignments = sql.SQL(", ").join(sql.SQL("{c} = m.{c}").format(c=sql.Identifier(c)) for c in MANAGED_COLUMNS)
+    staged_columns = sql.SQL(", ").join(sql.SQL("m.{}").format(sql.Identifier(c)) for c in MANAGED_COLUMNS)
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute(f"SET LOCAL work_mem = '{WORK_MEM}'")
+        # Two runs of the same sources wait for each other instead of interleaving.
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(source_codes),))
+        result = _diff(cur, t, source_codes)
+        row_checks = _skip_row_by_row_fk_checks(cur)
+
+        cur.execute(
+            _q(
+                "UPDATE qfdmo_acteur a SET statut = 'SUPPRIME', modifie_le = now()"
+                " FROM {d} d WHERE d.kind = 'to_deactivate'"
+                " AND a.identifiant_unique = d.identifiant_unique AND a.statut = 'ACTIF'",
+                d=t.diff,
+            )
+        )
+        deactivated = cur.rowcount
+        cur.execute(
+            _q(
+                "UPDATE qfdmo_acteur a SET {assignments}, statut = 'ACTIF', modifie_le = now()"
+                " FROM {m} m JOIN {d} d ON d.identifiant_unique = m.identifiant_unique"
+                " WHERE d.kind = 'changed' AND a.identifiant_unique = m.identifiant_unique",
+                assignments=assignments,
+                m=t.acteurs,
+                d=t.diff,
+            )
+        )
+        updated = cur.rowcount
+        cur.execute(
+            _q(
+                "INSERT INTO qfdmo_acteur (identifiant_unique, {columns}, statut)"
+                " SELECT m.identifiant_unique, {staged_columns}, 'ACTIF'"
+                " FROM {m} m JOIN {d} d ON d.identifiant_unique = m.identifiant_unique"
+                " WHERE d.kind = 'new'",
+                columns=columns,
+                staged_columns=staged_columns,
+                m=t.acteurs,
+                d=t.diff,
+            )
+        )
+        written["qfdmo_acteur"] = deactivated + updated + cur.rowcount
+
+        # Sets of changed acteurs are replaced; new acteurs have none yet.
+        changed = _q("SELECT identifiant_unique FROM {d} WHERE kind = 'changed'", d=t.diff)
+        cur.execute(
+            _q(
+                "DELETE FROM qfdmo_propositionservice_sous_categories psc"
+                " USING qfdmo_propositionservice ps"
+                " WHERE psc.propositionservice_id = ps.id AND ps.acteur_id IN ({changed})",
+                changed=changed,
+            )
+        )
+        psc_written = cur.rowcount
+        cur.execute(_q("DELETE FROM qfdmo_propositionservice WHERE acteur_id IN ({changed})", changed=changed))
+        ps_written = cur.rowcount
+        cur.execute(_q("DELETE FROM qfdmo_acteur_labels WHERE acteur_id IN ({changed})", changed=changed))
+        labels_written = cur.rowcount
+        cur.execute(
+            _q(
+                "DELETE FROM qfdmo_acteur_acteur_services WHERE acteur_id IN ({changed})",
+                changed=changed,
+            )
+        )
+        services_written = cur.rowcount
+
+        written_set = _q("SELECT identifiant_unique FROM {d} WHERE kind IN ('new', 'changed')", d=t.diff)
+        # Ids drawn up front so sous-catégories join staging tables, not the live table.
+        cur.execute(
+            _q(
+                "CREATE TEMPORARY TABLE carte_new_ps ON COMMIT DROP AS"
+                " SELECT nextval(pg_get_serial_sequence('qfdmo_propositionservice', 'id'))::int"
+                "   AS id, identifiant_unique, action_id"
+                " FROM (SELECT DISTINCT p.identifiant_unique, p.action_id FROM {p} p"
+                "       WHERE p.identifiant_unique IN ({written_set})) x",
+                p=t.propositions,
+                written_set=written_set,
+            )
+        )
+        cur.execute("ANALYZE carte_new_ps")
+        cur.execute(
+            "INSERT INTO qfdmo_propositionservice (id, acteur_id, action_id)"
+            " SELECT id, identifiant_unique, action_id FROM carte_new_ps"
+        )
+        ps_written += cur.rowcount
+        cur.execute(
+            _q(
+                "INSERT INTO qfdmo_propositionservice_sous_categories"
+                " (propositionservice_id, souscategorieobjet_id)"
+                " SELECT n.id, p.souscategorie_id FROM {p} p"
+                " JOIN carte_new_ps n"
+                "   ON n.identifiant_unique = p.identifiant_unique AND n.action_id = p.action_id"
+                " WHERE p.souscategorie_id IS NOT NULL",
+                p=t.propositions,
+            )
+        )
+        psc_written += cur.rowcount
+        cur.execute(
+            _q(
+                "INSERT INTO qfdmo_acteur_labels (acteur_id, labelqualite_id)"
+                " SELECT l.identifiant_unique, l.labelqualite_id FROM {l} l"
+                " WHERE l.identifiant_unique IN ({written_set})",
+                l=t.labels,
+                written_set=written_set,
+            )
+        )
+        labels_written += cur.rowcount
+        cur.execute(
+            _q(
+                "INSERT INTO qfdmo_acteur_acteur_services (acteur_id, acteurservice_id)"
+                " SELECT s.identifiant_unique, s.acteurservice_id FROM {s} s"
+                " WHERE s.identifiant_unique IN ({written_set})",
+                s=t.services,
+                written_set=written_set,
+            )
+        )
+        services_written += cur.rowcount
+        written["qfdmo_propositionservice"] = ps_written
+        written["qfdmo_propositionservice_sous_categories"] = psc_written
+        written["qfdmo_acteur_labels"] = labels_written
+        written["qfdmo_acteur_acteur_services"] = services_written
+        if row_checks:
+            # Deferred foreign keys are checked here, still inside the transaction.
+            cur.execute("SET CONSTRAINTS ALL IMMEDIATE")
+    seconds = time.perf_counter() - started
+    log.info("carte apply %s: %s in %.1fs", run_key, written, seconds)
+    return ApplyResult(diff=result, rows_written=written, seconds=seconds)
+
+
+# Reference tables our rows point to; their rows are locked (FOR KEY SHARE) when
+# row-by-row foreign key checks are skipped, as each check would have done.
+_REFERENCED_TABLES = (
+    "qfdmo_source",
+    "qfdmo_acteurtype",
+    "qfdmo_action",
+    "qfdmo_souscategorieobjet",
+    "qfdmo_labelqualite",
+    "qfdmo_acteurservice",
+)
+
+
+def _skip_row_by_row_fk_checks(cur: psycopg.Cursor) -> bool:
+    """Replace per-row foreign key triggers by set-based guarantees when allowed.
+
+    Each FK check is a trigger call plus a row lock (~5 µs): for a first load of
+    500k acteurs with their propositions that is millions of checks, several
+    times the cost of the writes themselves. Every id we write was resolved by a
+    join on the same snapshot (codes) or written by this transaction (acteurs,
+    propositions), so the only thing left to guarantee is that no referenced
+    reference row disappears before commit: one FOR KEY SHARE lock per reference
+    row does that. Needs `session_replication_role` (superuser, or PostgreSQL
+    15's `GRANT SET ON PARAMETER session_replication_role`); otherwise the
+    regular triggers run. Returns True when the row-by-row checks stay on.
+    """
+    try:
+        with cur.connection.transaction():
+            cur.execute("SET LOCAL session_replication_role = replica")
+    except psycopg.errors.InsufficientPrivilege:
+        log.warning("session_replication_role not allowed: foreign keys checked row by row")
+        return True
+    for table in _REFERENCED_TABLES:
+        cur.execute(sql.SQL("SELECT count(*) FROM (SELECT FROM {} FOR KEY SHARE) x").format(sql.Identifier(table)))
+    return False
+
+
+def drop_staging(conn: psycopg.Connection, run_key: str) -> None:
+    """Drop the run's staging tables (no error if they do not exist)."""
+    with conn.transaction(), conn.cursor() as cur:
+        for table in _tables(run_key).all():
+            cur.execute(_q("DROP TABLE IF EXISTS {t}", t=table))
