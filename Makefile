@@ -1,0 +1,45 @@
+# Plateforme data QFDMO — entry points. See README.md.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: venv run up down status test lint bench lock clean-local
+
+$(STAMP): airflow-requirements.txt dev-requirements.txt
+	@scripts/venv.sh
+
+venv: $(STAMP)
+
+## Starts the whole platform in the foreground; Ctrl-C stops everything.
+run: venv
+	@$(PY) -m devstack run
+
+## Same, in the background; returns once every Airflow component is healthy.
+up: venv
+	@$(PY) -m devstack up
+
+down:
+	@if [ -x $(PY) ]; then $(PY) -m devstack down; fi
+
+status: venv
+	@$(PY) -m devstack status
+
+## Linters + the whole test suite, on throwaway services started by the tests.
+test: venv lint
+	@$(VENV)/bin/pytest dags_unit_tests
+
+lint: venv
+	@scripts/lint.sh
+
+bench: venv
+	@scripts/bench.sh
+
+## Recompiles both lock files (runtime, then dev constrained by runtime).
+lock: venv
+	$(VENV)/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras -o airflow-requirements.txt airflow-requirements.in
+	$(VENV)/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras -o dev-requirements.txt dev-requirements.in
+
+## Deletes the local stack's state (databases, S3 objects, Airflow home). The stack must be stopped.
+clean-local: down
+	rm -rf .local

@@ -1,0 +1,143 @@
+"""Shared fixtures: throwaway versions of the services the platform uses, started by the tests.
+
+- `postgres` (session): a private PostgreSQL 15 + PostGIS server on a free port (fsync off).
+- `carte_dsn` (function): DSN of a fresh carte database, schema + reference data applied.
+- `s3_server` (session): moto's S3 server on a free loopback port, platform buckets created.
+- `airflow_stack` (session): Airflow 3 (api-server, scheduler, dag-processor, triggerer) on the same
+  PostgreSQL and S3, started on first use, DAGs from a copy of dags/ (tests may add files to it).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from devstack.config import DAGS_BUCKET, LOGS_BUCKET, REPO_ROOT, UI_PASSWORD, UI_USER, Ports, StackConfig
+from devstack.processes import free_port
+from devstack.stack import Stack, migrate_carte_db
+
+_database_numbers = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def test_stack(tmp_path_factory) -> Stack:
+    state_dir = tmp_path_factory.mktemp("stack")
+    dags_folder = state_dir / "dags"
+    shutil.copytree(REPO_ROOT / "dags", dags_folder, ignore=shutil.ignore_patterns("__pycache__", ".env"))
+    ports = Ports(**{name: free_port() for name in Ports().__dict__})
+    stack = Stack(StackConfig(state_dir=state_dir, ports=ports, dags_folder=dags_folder, ephemeral=True),
+                  with_airflow=False)
+    stack.start()
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres(test_stack):
+    return test_stack.postgres
+
+
+@pytest.fixture
+def carte_dsn(postgres) -> str:
+    name = f"carte_test_{os.getpid()}_{next(_database_numbers)}"
+    postgres.create_database(name, postgis=True)
+    dsn = postgres.dsn(name)
+    migrate_carte_db(dsn)
+    yield dsn
+    postgres.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def s3_server(test_stack):
+    return test_stack.s3
+
+
+@dataclass
+class AirflowStack:
+    """Handle on the test session's running Airflow, for end-to-end tests."""
+
+    stack: Stack
+
+    @property
+    def config(self) -> StackConfig:
+        return self.stack.config
+
+    @property
+    def api_url(self) -> str:
+        return self.config.api_url
+
+    @property
+    def carte_dsn(self) -> str:
+        """The carte database the stack's `qfdmo_django_db` connection points to."""
+        return self.config.dsn("qfdmo")
+
+    @property
+    def s3_endpoint_url(self) -> str:
+        return self.config.s3_endpoint_url
+
+    logs_bucket = LOGS_BUCKET
+    dags_bucket = DAGS_BUCKET
+
+    @property
+    def dags_folder(self) -> Path:
+        return self.config.dags_folder
+
+    @property
+    def env(self) -> dict[str, str]:
+        return self.config.airflow_env()
+
+    def airflow(self, *args: str, env: dict[str, str] | None = None, timeout: float = 600,
+                check: bool = False) -> subprocess.CompletedProcess:
+        """Runs `bin/airflow ARGS` against this stack; `env` entries override the stack's."""
+        extra = dict(env or {})
+        process_env = {**os.environ, **extra, "QFDMO_STACK_DIR": str(self.config.state_dir),
+                       "QFDMO_OVERRIDE_ENV": ",".join(extra)}
+        result = subprocess.run([str(REPO_ROOT / "bin" / "airflow"), *args], env=process_env,
+                                capture_output=True, text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"bin/airflow {' '.join(args)} failed ({result.returncode}):\n"
+                                 f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+        return result
+
+    def airflow_json(self, *args: str, env: dict[str, str] | None = None, check: bool = True):
+        """Runs a CLI command with `-o json` and decodes its output (log lines before it skipped)."""
+        result = self.airflow(*args, "-o", "json", env=env, check=check)
+        for line in result.stdout.splitlines():
+            if line.startswith(("[", "{")):
+                return json.loads(line)
+        return []
+
+    def token(self) -> str:
+        request = urllib.request.Request(
+            f"{self.api_url}/auth/token",
+            data=json.dumps({"username": UI_USER, "password": UI_PASSWORD}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.load(response)["access_token"]
+
+    def api(self, method: str, path: str, body: dict | None = None) -> dict:
+        """Calls the REST API (/api/v2/...) with a fresh token; returns the decoded JSON."""
+        request = urllib.request.Request(
+            f"{self.api_url}{path}", method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {self.token()}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            raw = response.read()
+        return json.loads(raw) if raw else {}
+
+
+@pytest.fixture(scope="session")
+def airflow_stack(test_stack) -> AirflowStack:
+    if not test_stack.with_airflow:
+        test_stack.start_airflow()
+    return AirflowStack(test_stack)

