@@ -38,9 +38,8 @@ BONUS_REPARATION = "agree bonus reparation"
 LABELS_IGNORED = frozenset({"", "non applicable", "na", "n/a", "null", "aucun", "non", "none", "nan", "-"})
 PRODUCT_SEPARATOR = "|"
 
-# Maximum lengths of the carte columns (varchar); longer values are cut with a warning.
-_MAX_LENGTHS = {"nom": 255, "nom_commercial": 255, "adresse": 255, "adresse_complement": 255, "ville": 255,
-                "telephone": 255}
+# varchar(255) of the carte columns: identifiers that long are rejected (cutting them could merge
+# two acteurs); nom, nom_commercial, adresse, adresse_complement, ville and telephone are cut.
 _MAX_ID = 255
 
 # The canonical order in which rows are built below; staging.ACTEUR_COLUMNS may order them
@@ -155,7 +154,6 @@ class _Normaliser:
     def __init__(self, declaration: SourceDeclaration, reference: ReferenceCodesLike,
                  mapping: ProductMapping, context: NormalisationContext, report: NormalisationReport) -> None:
         self.declaration = declaration
-        self.reference = reference
         self.mapping = mapping
         self.context = context
         self.report = report
@@ -243,6 +241,8 @@ class _Normaliser:
                     unknown_labels)
         services = self.resolved_cache.get(resolved)
         if services is None:
+            if len(self.resolved_cache) >= _CACHE_LIMIT:
+                self.resolved_cache.clear()
             services = self.resolved_cache[resolved] = self._build_services(resolved, products_raw)
         return services
 
