@@ -79,8 +79,7 @@ class Stack:
         self._record_children()
         self.postgres.create_database("airflow")
         self.postgres.create_database("qfdmo", postgis=True)
-        if (REPO_ROOT / "dags/qfdmo/carte_db/__main__.py").exists():  # TEMP until carte_db lands
-            migrate_carte_db(self.config.dsn("qfdmo"))
+        migrate_carte_db(self.config.dsn("qfdmo"))
         self._timed("postgres", started)
 
         started = time.monotonic()
