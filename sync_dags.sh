@@ -30,5 +30,7 @@ if [[ ! -f "${helper}" ]]; then
   echo "dags sync: FAILED: helper not found at ${helper} (set DAGS_SYNC_HELPER)" >&2
   exit 2
 fi
-# -s: ignore the user site directory; credentials travel in the environment, never on the command line.
-exec "${python}" -s "${helper}"
+# -E: ignore PYTHONPATH (the images put the DAG folder on it: a synced file named like a standard
+# module must never be imported by the sync itself); -s: no user site. Credentials travel in the
+# environment, never on the command line.
+exec "${python}" -E -s "${helper}"

@@ -392,3 +392,18 @@ def test_noop_sync_is_fast(bucket, image_folder):
     assert result.returncode == 0 and "unchanged 200" in result.stdout
     # Generous bound for loaded CI machines; bench/dags_sync.py measures against aws s3 sync.
     assert time.monotonic() - started < 10
+
+
+def test_file_removed_by_hand_from_the_release_is_restored_by_the_next_change(bucket, image_folder, tmp_path):
+    source = write_tree(tmp_path / "src", SOURCE)
+    bucket.deploy(source)
+    assert run_sync(bucket, image_folder).returncode == 0
+    (image_folder / "qfdmo/feeds/client.py").unlink()
+    write_tree(source, {"source_a.py": "A = 3\n"})
+    bucket.deploy(source, "deploy-2")
+
+    result = run_sync(bucket, image_folder)
+
+    assert result.returncode == 0, result.stderr
+    assert tree(image_folder)["qfdmo/feeds/client.py"] == SOURCE["qfdmo/feeds/client.py"]
+    assert "changed 2" in result.stdout

@@ -718,8 +718,14 @@ def _sync_locked(settings: Settings, layout: Layout, out: Any) -> Summary:
     try:
         files: dict[str, dict[str, str]] = dict(reused)
         if current_dir is not None:
-            for rel in reused:
-                _link_or_copy(current_dir / rel, building / rel)
+            for rel in list(reused):
+                try:
+                    _link_or_copy(current_dir / rel, building / rel)
+                except FileNotFoundError:  # removed by hand from the release: download it again
+                    del files[rel]
+                    to_fetch[rel] = desired[rel]
+                    summary.unchanged -= 1
+                    summary.changed.append(rel)
             for rel in settings.protected:
                 if (current_dir / rel).is_file():
                     _link_or_copy(current_dir / rel, building / rel)
