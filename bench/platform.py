@@ -31,7 +31,7 @@ IDLE_RSS_BUDGET_MB = 2048
 def parse_times() -> bool:
     result = subprocess.run([sys.executable, "-m", "devstack.dag_check", str(REPO_ROOT / "dags")],
                             capture_output=True, text=True, cwd=REPO_ROOT, check=True)
-    report = json.loads(result.stdout)
+    report = json.loads(result.stdout.splitlines()[-1])
     ok = True
     print("DAG parse times (fresh interpreter, Airflow already imported):")
     for name, seconds in sorted(report["files"].items()):

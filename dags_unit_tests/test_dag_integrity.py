@@ -18,7 +18,7 @@ def dag_report() -> dict:
         capture_output=True, text=True, cwd=REPO_ROOT, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout)
+    return json.loads(result.stdout.splitlines()[-1])
 
 
 def test_every_dag_file_imports_without_database_or_network(dag_report):

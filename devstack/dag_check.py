@@ -1,6 +1,6 @@
 """Imports every DAG file in a fresh interpreter with the network cut, timing each file.
 
-`python -m devstack.dag_check [DAGS_FOLDER]` prints one JSON document: per-file parse time, import
+`python -m devstack.dag_check [DAGS_FOLDER]` prints one JSON document (its last line): per-file parse time, import
 errors, and each DAG's owner, tags, description and retries. Any socket connection attempted while
 importing (a database, an HTTP call) is refused and reported as an import error, so DAG files that
 touch a database or the network at import time fail the integrity tests.
@@ -31,6 +31,8 @@ def check(dags_folder: Path) -> dict:
     os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = "postgresql+psycopg2://nobody@127.0.0.1:9/none"
     os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
     os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(dags_folder)
+    # As the dag-processor does: the DAG folder is importable (dags/qfdmo is `qfdmo`).
+    sys.path.insert(0, str(dags_folder))
     started = time.perf_counter()
     from airflow.dag_processing.dagbag import DagBag  # noqa: PLC0415 (timed separately)
     from airflow.utils.file import list_py_file_paths  # noqa: PLC0415
@@ -70,4 +72,5 @@ def check(dags_folder: Path) -> dict:
 
 if __name__ == "__main__":
     folder = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().parent.parent / "dags")
-    print(json.dumps(check(folder.resolve()), indent=2))
+    # Airflow logs to stdout too: the report is the last line.
+    print(json.dumps(check(folder.resolve())))
