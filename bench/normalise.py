@@ -23,7 +23,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "dags"))
+# Python puts this script's folder first on sys.path; other scripts there (platform.py) would
+# shadow standard modules of the same name, so the folder is replaced by dags/.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent / "dags"))
 
 from qfdmo.carte_db.reference import reference_codes_from_files  # noqa: E402
 from qfdmo.sources import load_declarations, normalise  # noqa: E402
