@@ -147,3 +147,44 @@ def test_report_outcomes_and_rendering(tmp_path):
     assert json.loads(path.read_text())["counts"]["to_deactivate"] == 8
     failed = build_report(dag_id="source_x", run_id="r1", source="x", steps={"download": None}, failed_step="download")
     assert failed["outcome"] == "not applied: failed at download"
+
+
+FORMATS = {
+    # code: (dataset, fixture, name column, url builder, owned source codes)
+    "ocab": ("donnees-eo-ocab", "ocab.json", "nom_de_lorganisme",
+             lambda s: s.datafair_url("donnees-eo-ocab", size="3")),
+    "cma_reparacteur": ("reparacteurs", "cma_reparacteur.json", "name", lambda s: s.explore_url("reparacteurs")),
+    "ademesinoedecheteries": ("sinoe-(r)-annuaire-des-decheteries-dma", "sinoe_decheteries.json", "N_SERVICE",
+                              lambda s: s.datafair_url("sinoe-(r)-annuaire-des-decheteries-dma", size="4",
+                                                       q_mode="simple", ANNEE_eq="2024")),
+}
+
+
+@pytest.mark.parametrize("code", sorted(FORMATS))
+def test_each_format_load_rerun_change_truncate_with_revision(feed_server, carte_dsn, tmp_path, code):  # noqa: F811
+    dataset, fixture, name_column, make_url, = FORMATS[code]
+    declaration = load_declarations()[code]
+    url = make_url(feed_server)
+    first = _run(declaration, url, carte_dsn, tmp_path, "first")
+    new = first["stage"]["diff"]["new"]
+    assert new > 0 and first["normalise"]["rows_rejected"] > 0 and first["apply"]["total_rows_written"] > 0
+    with psycopg.connect(carte_dsn) as conn:
+        revised = conn.execute("SELECT min(identifiant_unique) FROM qfdmo_acteur").fetchone()[0]
+        conn.execute("INSERT INTO qfdmo_revisionacteur (identifiant_unique, nom) VALUES (%s, 'Corrigé')", (revised,))
+        revision = conn.execute("SELECT row_to_json(r)::text FROM qfdmo_revisionacteur r").fetchall()
+
+    again = _run(declaration, url, carte_dsn, tmp_path, "again")
+    assert again["stage"]["diff"]["unchanged"] == new and again["apply"]["total_rows_written"] == 0
+
+    rows = fixture_rows(fixture)
+    rows[0][name_column] = f"{rows[0][name_column]} (nouveau nom)"
+    feed_server.set_dataset(dataset, rows)
+    changed = _run(declaration, url, carte_dsn, tmp_path, "changed")
+    assert changed["apply"]["diff"]["changed"] >= 1 and changed["apply"]["diff"]["new"] == 0
+
+    feed_server.set_dataset(dataset, rows[: len(rows) // 3])
+    truncated = _run(declaration, url, carte_dsn, tmp_path, "truncated")
+    assert truncated["stage"]["needs_approval"] and "apply" not in truncated
+    with psycopg.connect(carte_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM qfdmo_acteur WHERE statut <> 'ACTIF'").fetchone()[0] == 0
+        assert conn.execute("SELECT row_to_json(r)::text FROM qfdmo_revisionacteur r").fetchall() == revision

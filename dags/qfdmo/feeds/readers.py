@@ -241,14 +241,21 @@ def download(
             client.close()
 
 
-def _rows_of_lines(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
-    decode = json.JSONDecoder().decode
+try:
+    # pydantic-core (a dependency of Airflow itself) decodes JSON about twice as fast as the
+    # standard library, and decoding is most of the cost of reading 500,000 rows.
+    from pydantic_core import from_json as _decode
+except ImportError:  # pragma: no cover - Airflow always brings it
+    _decode = json.loads
+
+
+def _rows_of_lines(lines: Iterable[str | bytes]) -> Iterator[dict[str, Any]]:
     for line in lines:
-        page = decode(line)
+        page = _decode(line)
         yield from page["results"]
 
 
 def iter_raw_rows(raw_path: Path) -> Iterator[dict[str, Any]]:
     """The rows `download` wrote, in feed order, one page decoded at a time."""
-    with raw_path.open(encoding="utf-8") as lines:
+    with raw_path.open("rb") as lines:
         yield from _rows_of_lines(lines)
