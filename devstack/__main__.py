@@ -21,6 +21,8 @@ def _raise_interrupt(signum, frame):  # noqa: ARG001 (signal handler signature)
 
 def run(config: StackConfig) -> int:
     """Foreground: start everything, watch it, and stop it all on Ctrl-C / SIGTERM."""
+    # Explicit handlers: a shell that starts us in the background leaves SIGINT ignored otherwise.
+    signal.signal(signal.SIGINT, _raise_interrupt)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     stack = Stack(config)
     pid_file = config.state_dir / "stack.pid"
