@@ -427,7 +427,10 @@ class _Normaliser:
                get("point_dapport_de_service_reparation"), get("point_dapport_pour_reemploi"),
                get("point_de_collecte_ou_de_reprise_des_dechets"), get("produitsdechets_acceptes"),
                get("labels_etou_bonus"))
-        services = _memo(self.services_cache, key, self._services)
+        try:
+            services = self.services_cache.get(key) or _memo(self.services_cache, key, self._services)
+        except TypeError:  # an unhashable raw value (list, dict): resolved without the cache
+            services = self._services(key)
         for kind, value in services.unknown:
             report.unknown(kind, value)
         warnings = report.warnings
@@ -450,7 +453,10 @@ class _Normaliser:
 
         key2 = (get("public_accueilli"), get("reprise"), get("service_a_domicile"),
                 get("exclusivite_de_reprisereparation"), get("uniquement_sur_rdv"))
-        public = _memo(self.public_cache, key2, self._public)
+        try:
+            public = self.public_cache.get(key2) or _memo(self.public_cache, key2, self._public)
+        except TypeError:
+            public = self._public(key2)
         if public.rejection is not None:
             return self._reject(source_codes, *public.rejection, row_number, identifier)
         for warning in public.warnings:
