@@ -17,6 +17,8 @@ def test_null_like_values_become_empty(value):
 @pytest.mark.parametrize(("value", "expected"), [
     ("  Boutique Exemple ", "Boutique Exemple"),
     (4521, "4521"),
+    (4521.0, "4521"),
+    (2.5, "2.5"),
     (True, "true"),
     ("a\tb\nc\x00d", "a b c d"),  # control characters would break the COPY files
     ("Nanterre", "Nanterre"),

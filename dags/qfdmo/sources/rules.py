@@ -46,7 +46,8 @@ def text(value: object) -> str:
     if isinstance(value, float):
         if math.isnan(value) or math.isinf(value):
             return ""
-        return repr(value)
+        # A numeric id typed as float by the partner's tooling: 4521.0 means "4521".
+        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
     if isinstance(value, int):
         return str(value)
     return text(str(value))
