@@ -79,8 +79,8 @@ def boolean(value: object) -> tuple[bool | None, str | None]:
 
 # --- identifiers --------------------------------------------------------------------------------
 
-_NON_DIGITS = re.compile(r"\D+")
-_FLOAT_TEXT = re.compile(r"^\s*(\d+)\.0*\s*$")
+_NON_DIGITS = re.compile(r"[^0-9]+")  # ASCII digits only: "\d" would keep other scripts' digits
+_FLOAT_TEXT = re.compile(r"^\s*([0-9]+)\.0*\s*$")
 
 
 def _digits(value: object) -> str:
@@ -103,7 +103,8 @@ def _digits(value: object) -> str:
 
 def siret_siren(siret_value: object, siren_value: object) -> tuple[str, str, str | None]:
     """(siret, siren, warning). 13 digits lost a leading 0; 9 digits in the siret column is a SIREN."""
-    if not siren_value and type(siret_value) is str and len(siret_value) == 14 and siret_value.isdigit():
+    if not siren_value and type(siret_value) is str and len(siret_value) == 14 and siret_value.isascii() \
+            and siret_value.isdigit():
         return siret_value, siret_value[:9], None  # the common case
     if not siret_value and not siren_value:
         return "", "", None
@@ -128,7 +129,7 @@ def siret_siren(siret_value: object, siren_value: object) -> tuple[str, str, str
     return siret, siren, warning
 
 
-_PHONE_KEEP = re.compile(r"[^\d+]+")
+_PHONE_KEEP = re.compile(r"[^0-9+]+")
 
 
 def telephone(value: object, code_postal: str = "") -> tuple[str, str | None]:
@@ -209,8 +210,8 @@ def url(value: object) -> tuple[str, str | None]:
 _CEDEX = re.compile(r"\s*\bcedex\b(?:\s*\d+)?", re.IGNORECASE)
 # Greedy address part: the CP is the LAST group of 4-5 digits preceded by a separator and
 # followed by a separator and a city.
-_ADDRESS = re.compile(r"^(?P<street>.*)[\s,;\-]+(?P<cp>\d{4,5})[\s,;\-]+(?P<city>[^\d\s,;\-].*)$")
-_CP_CITY = re.compile(r"^(?P<cp>\d{4,5})[\s,;\-]+(?P<city>[^\d\s,;\-].*)$")
+_ADDRESS = re.compile(r"^(?P<street>.*)[\s,;\-]+(?P<cp>[0-9]{4,5})[\s,;\-]+(?P<city>[^\d\s,;\-].*)$")
+_CP_CITY = re.compile(r"^(?P<cp>[0-9]{4,5})[\s,;\-]+(?P<city>[^\d\s,;\-].*)$")
 _STRIP_SEP = " ,;-\t"
 
 
