@@ -115,7 +115,8 @@ class HttpClient:
             try:
                 self.requests_made += 1
                 response = self.session.get(url, params=params, timeout=self.timeout)
-            except (requests.ConnectionError, requests.Timeout) as exc:
+            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+                # (a body cut mid-transfer is as transient as a refused connection)
                 last_problem = f"{type(exc).__name__}"
             else:
                 status = response.status_code

@@ -1,4 +1,5 @@
-"""Feed readers: each yields pages (lists of row dicts) of one partner API.
+"""Feed readers: each returns the pages of one partner API as JSON lines, and `download` writes
+them to the run directory; `iter_raw_rows` gives the rows back.
 
 - data-fair (`…/datasets/<id>/lines`): `{"total", "next", "results"}`; follow `next` (an opaque
   `after=` cursor) until it is absent. A cursor cannot be guessed, so pages are fetched one after
@@ -28,6 +29,7 @@ ARTISANAT_PAGE_SIZE = 100  # the explore API's maximum `limit`
 ARTISANAT_MAX_WINDOW = 10_000  # offset + limit beyond this is refused by the explore API
 SINOE_NOMENCLATURE_DATASET = "sinoe-r-nomenclature-dechets"
 
+
 def _with_params(url: str, **defaults: Any) -> str:
     """`url` with `defaults` added to its query string unless already present."""
     parts = urlsplit(url)
@@ -53,6 +55,13 @@ def _as_line(text: str) -> str:
     return text.replace("\r", " ").replace("\n", " ") if "\n" in text or "\r" in text else text
 
 
+def _decode_page(text: str, url: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise FeedError(f"{redact_url(url)} answered something that is not JSON: {text[:120]!r}") from None
+
+
 def _datafair_page_meta(text: str, url: str) -> tuple[str | None, bool, int | None]:
     """(next URL, page is empty, total) read without decoding the page's rows.
 
@@ -64,13 +73,13 @@ def _datafair_page_meta(text: str, url: str) -> tuple[str | None, bool, int | No
     total_match = _TOTAL.search(text, 0, 200) or _TOTAL.search(text)
     total = int(total_match.group(1)) if total_match else None
     if '"results"' not in text:
-        _expect(json.loads(text), "results", url)
+        _expect(_decode_page(text, url), "results", url)
     empty = _EMPTY_RESULTS.search(text) is not None
     if '"next"' not in text:
         return None, empty, total
     match = _NEXT.search(text)
     if match is None:
-        body = json.loads(text)
+        body = _decode_page(text, url)
         return body.get("next"), not body.get("results"), body.get("total")
     return json.loads(match.group(1)), empty, total
 
