@@ -1,6 +1,6 @@
 """Platform benchmark: DAG parse times, stack start-up time and idle memory.
 
-    .venv/bin/python bench/platform.py [--idle-seconds 20]
+    .venv/bin/python bench/local_stack.py [--idle-seconds 20]
 
 Budgets (issue 2): 0.5 s per DAG file and 3 s for the folder; stack healthy within 60 s with a warm
 virtualenv; idle stack under 2 GB of RSS in total. Exits 1 when a budget is missed.
