@@ -19,9 +19,13 @@ RUN grep -v -e '^--extra-index-url file:' -e '^--find-links' /tmp/airflow-requir
 # CleverCloud only runs apps that answer HTTP on 8080: the scheduler's own health server
 # (GET /health -> 200 while its heartbeat is fresh, 503 otherwise) listens there.
 # Parallelism bounds the LocalExecutor's worker processes (and the memory they hold).
+# Tasks call the webserver app through CleverCloud's proxy, and a freshly started api-server
+# answers its first execution-API calls slowly: 30 s per call instead of Airflow's 5 s.
 ENV ENVIRONMENT=development \
     AIRFLOW__CORE__EXECUTOR=LocalExecutor \
     AIRFLOW__CORE__PARALLELISM=4 \
+    AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT=30 \
+    QFDMO_DATA_DIR=/opt/airflow/data \
     AIRFLOW__CORE__LOAD_EXAMPLES=False \
     AIRFLOW__CORE__DAGS_FOLDER=/opt/airflow/dags \
     AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK=True \

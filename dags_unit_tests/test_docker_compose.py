@@ -22,6 +22,7 @@ AIRFLOW_SERVICES = ("airflow-init", "airflow-webserver", "airflow-scheduler")
 OPTIONAL_VARIABLES = {
     "AIRFLOW_HOME": "set by the official image",
     "PORT": "set by CleverCloud; 8080 otherwise",
+    "POSTGRESQL_ADDON_URI": "CleverCloud add-on; compose sets AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
     "CELLAR_ADDON_REGION": "sync: Cellar's region is the default",
     "DAGS_S3_PREFIX": "sync: optional key prefix in the bucket",
     "DAGS_SYNC_HELPER": "sync: helper beside sync_dags.sh by default",

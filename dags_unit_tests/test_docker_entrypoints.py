@@ -311,3 +311,18 @@ def test_scheduler_refuses_the_template_in_prod(fake_env: dict[str, str]) -> Non
     assert result.returncode == 1
     assert "AIRFLOW__API_AUTH__JWT_SECRET contient la valeur de développement" in result.stderr
     assert calls(fake_env) == []
+
+
+def test_metadata_db_comes_from_the_clevercloud_postgresql_addon(fake_env: dict[str, str], tmp_path: Path) -> None:
+    spy = tmp_path / "bin" / "airflow"
+    spy.write_text('#!/usr/bin/env bash\necho "$AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" >> "$FAKE_DIR/calls"\n')
+    env = {**fake_env, "POSTGRESQL_ADDON_URI": "postgresql://u:p@bxyz-postgresql.services.clever-cloud.com:5432/bxyz"}
+    del env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    result = run(WEBSERVER, "init", env=env)
+    assert result.returncode == 0, result.stderr
+    assert set(calls(fake_env)) == {"postgresql+psycopg2://u:p@bxyz-postgresql.services.clever-cloud.com:5432/bxyz"}
+    assert "u:p@" not in result.stderr, "the URI holds the password: never logged"
+    # Neither variable: refused with a message.
+    del env["POSTGRESQL_ADDON_URI"]
+    result = run(WEBSERVER, "check", env=env)
+    assert result.returncode == 1 and "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN n'est pas défini" in result.stderr

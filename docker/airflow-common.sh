@@ -43,12 +43,25 @@ looks_like_dev_value() {
     [[ "$value" == *devonly* || "$value" == *dev-only* ]]
 }
 
+# CleverCloud's PostgreSQL add-on exposes POSTGRESQL_ADDON_URI (postgresql://user:pass@host:port/db)
+# to the apps it is linked to; Airflow wants AIRFLOW__DATABASE__SQL_ALCHEMY_CONN. An explicit
+# value always wins.
+use_postgresql_addon_if_linked() {
+    if [[ -z "${AIRFLOW__DATABASE__SQL_ALCHEMY_CONN:-}${AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_CMD:-}${AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_SECRET:-}" && -n "${POSTGRESQL_ADDON_URI:-}" ]]; then
+        local uri=${POSTGRESQL_ADDON_URI#postgres://}
+        uri=${uri#postgresql://}
+        export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="postgresql+psycopg2://$uri"
+        log "Base de métadonnées: add-on PostgreSQL (POSTGRESQL_ADDON_URI)."
+    fi
+}
+
 # Validates the environment before anything starts. Prints every problem (not just the
 # first one) so a deployment is fixed in one go. Returns non-zero when the container must
 # not start.
 preflight_check() {
     local environment=${ENVIRONMENT:-}
     local problems=()
+    use_postgresql_addon_if_linked
 
     case "$environment" in
         development | preprod | prod) ;;
