@@ -423,10 +423,8 @@ class _Normaliser:
             if not source_codes:
                 return 0
 
-        key = (get("type_de_point_de_collecte"), get("point_de_reparation"),
-               get("point_dapport_de_service_reparation"), get("point_dapport_pour_reemploi"),
-               get("point_de_collecte_ou_de_reprise_des_dechets"), get("produitsdechets_acceptes"),
-               get("labels_etou_bonus"))
+        # One C-level pass over the row per group of columns (much cheaper than one .get each).
+        key = tuple(map(get, _SERVICE_COLUMNS))
         try:
             services = self.services_cache.get(key) or _memo(self.services_cache, key, self._services)
         except TypeError:  # an unhashable raw value (list, dict): resolved without the cache
@@ -437,11 +435,12 @@ class _Normaliser:
         for warning in services.warnings:
             warnings[warning] += 1
 
+        (nom, identifiant_externe, lat_raw, lon_raw, ban, siret_raw, siren_raw, telephone_raw, email_raw, url_raw,
+         horaires_raw, nom_commercial, adresse_complement, description, horaires_description,
+         consignes) = map(get, _ACTEUR_COLUMNS)
         text = rules.text
-        value = get("nom_de_lorganisme")
-        nom = text(value) if value else ""
-        value = get("id_point_apport_ou_reparation")
-        identifiant_externe = text(value) if value else ""
+        nom = text(nom) if nom else ""
+        identifiant_externe = text(identifiant_externe) if identifiant_externe else ""
         if not identifiant_externe:
             identifiant_externe = rules.identifiant_externe_from_nom(nom)
         identifier = identifiant_externe or nom
@@ -451,8 +450,7 @@ class _Normaliser:
         if services.rejection is not None:
             return self._reject(source_codes, *services.rejection, row_number, identifier)
 
-        key2 = (get("public_accueilli"), get("reprise"), get("service_a_domicile"),
-                get("exclusivite_de_reprisereparation"), get("uniquement_sur_rdv"))
+        key2 = tuple(map(get, _PUBLIC_COLUMNS))
         try:
             public = self.public_cache.get(key2) or _memo(self.public_cache, key2, self._public)
         except TypeError:
@@ -462,8 +460,6 @@ class _Normaliser:
         for warning in public.warnings:
             warnings[warning] += 1
 
-        lat_raw = get("latitudewgs84")
-        lon_raw = get("longitudewgs84")
         if type(lat_raw) is float and type(lon_raw) is float and lat_raw and lon_raw \
                 and -90.0 <= lat_raw <= 90.0 and -180.0 <= lon_raw <= 180.0:
             latitude, longitude = lat_raw, lon_raw  # the common case: JSON numbers
@@ -487,7 +483,7 @@ class _Normaliser:
 
         # Address: one BAN line for the points d'apport, separate columns for the others.
         if self.ban_address:
-            adresse, cp, ville, warning = rules.address(get("adresse_format_ban"))
+            adresse, cp, ville, warning = rules.address(ban)
             if warning:
                 warnings[warning] += 1
         else:
@@ -497,57 +493,48 @@ class _Normaliser:
                 warnings[warning] += 1
             ville = rules.city(text(get("ville")))
 
-        if self.declaration.ignore_siret:
+        if self.declaration.ignore_siret or not (siret_raw or siren_raw):
             siret = siren = ""
         else:
-            siret, siren, warning = rules.siret_siren(get("siret"), get("siren"))
+            siret, siren, warning = rules.siret_siren(siret_raw, siren_raw)
             if warning:
                 warnings[warning] += 1
-        value = get("telephone")
-        if value:
-            telephone, warning = rules.telephone(value, cp)
+        telephone = email = url = horaires = ""
+        if telephone_raw:
+            telephone, warning = rules.telephone(telephone_raw, cp)
             if warning:
                 warnings[warning] += 1
-        else:
-            telephone = ""
-        value = get("email")
-        if value:
-            email, warning = rules.email(value)
+        if email_raw:
+            email, warning = rules.email(email_raw)
             if warning:
                 warnings[warning] += 1
-        else:
-            email = ""
-        value = get("site_web")
-        if value:
-            url, warning = rules.url(value)
+        if url_raw:
+            url, warning = rules.url(url_raw)
             if warning:
                 warnings[warning] += 1
-        else:
-            url = ""
-        value = get("horaires_douverture")
-        horaires = ""
-        if value:
-            horaires_raw = text(value)
+        if horaires_raw:
+            horaires_raw = text(horaires_raw)
             if horaires_raw:
                 horaires, warning = rules.horaires_osm(horaires_raw)
                 if warning:
                     warnings[warning] += 1
+        nom_commercial = text(nom_commercial) if nom_commercial else ""
+        adresse_complement = text(adresse_complement) if adresse_complement else ""
 
-        text_fields = [
-            nom, text(value) if (value := get("enseigne_commerciale")) else "", adresse,
-            text(value) if (value := get("adresse_complement")) else "", cp, ville, url, email, telephone, siret,
-            siren, text(value) if (value := get("description")) else "", horaires,
-            text(value) if (value := get("horaires_description")) else "",
-            text(value) if (value := get("consignes_dacces")) else "",
-            public.public_accueilli, public.reprise,
+        if len("".join((nom, nom_commercial, adresse, adresse_complement, ville, telephone))) > 255:
+            # rare: cut the varchar(255) columns that overflow (one check first for the usual short values)
+            cut = [v[:255] for v in (nom, nom_commercial, adresse, adresse_complement, ville, telephone)]
+            warnings["truncated"] += sum(1 for v in (nom, nom_commercial, adresse, adresse_complement, ville,
+                                                      telephone) if len(v) > 255)
+            nom, nom_commercial, adresse, adresse_complement, ville, telephone = cut
+        values = [
+            str(row_number), "", identifiant_externe, "", services.acteur_type, nom, nom_commercial, adresse,
+            adresse_complement, cp, ville, url, email, telephone, siret, siren,
+            text(description) if description else "", horaires,
+            text(horaires_description) if horaires_description else "", text(consignes) if consignes else "",
+            public.public_accueilli, public.reprise, public.exclusivite, public.rdv, public.lieu_prestation,
+            repr(latitude) if latitude is not None else NULL, repr(longitude) if longitude is not None else NULL,
         ]
-        if len("".join(text_fields[:9])) > 255:  # one check for the usual short values
-            for index in (0, 1, 2, 3, 5, 8):
-                if len(text_fields[index]) > 255:
-                    text_fields[index] = text_fields[index][:255]
-                    warnings["truncated"] += 1
-        lat_text = repr(latitude) if latitude is not None else NULL
-        lon_text = repr(longitude) if longitude is not None else NULL
 
         written = 0
         seen = self.seen
@@ -561,8 +548,8 @@ class _Normaliser:
                 report.duplicates += 1
             else:
                 seen.add(digest)
-            values = [str(row_number), identifiant_unique, identifiant_externe, source_code, services.acteur_type,
-                      *text_fields, public.exclusivite, public.rdv, public.lieu_prestation, lat_text, lon_text]
+            values[1] = identifiant_unique
+            values[3] = source_code
             out.write(values, identifiant_unique, services)
             written += 1
         report.acteurs_written += written
@@ -573,6 +560,20 @@ class _Normaliser:
 
 
 _CACHE_LIMIT = 100_000
+# Raw columns read by row(), grouped for one map(row.get, …) each (order = unpacking order there).
+_SERVICE_COLUMNS = (
+    "type_de_point_de_collecte", "point_de_reparation", "point_dapport_de_service_reparation",
+    "point_dapport_pour_reemploi", "point_de_collecte_ou_de_reprise_des_dechets", "produitsdechets_acceptes",
+    "labels_etou_bonus",
+)
+_PUBLIC_COLUMNS = (
+    "public_accueilli", "reprise", "service_a_domicile", "exclusivite_de_reprisereparation", "uniquement_sur_rdv",
+)
+_ACTEUR_COLUMNS = (
+    "nom_de_lorganisme", "id_point_apport_ou_reparation", "latitudewgs84", "longitudewgs84", "adresse_format_ban",
+    "siret", "siren", "telephone", "email", "site_web", "horaires_douverture", "enseigne_commerciale",
+    "adresse_complement", "description", "horaires_description", "consignes_dacces",
+)
 
 
 def _memo(cache: dict[Any, Any], raw: Any, compute: Any) -> Any:
