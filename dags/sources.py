@@ -30,6 +30,7 @@ TAGS = ["qfdmo", "source"]
 DEFAULT_MAX_DEACTIVATION_SHARE = 0.1
 DEFAULT_APPROVAL_TIMEOUT = 86_400  # seconds: a working day to answer
 
+DECISION_KEY = "decision"
 # Task ids, also used in templates and XCom pulls.
 DOWNLOAD, NORMALISE, STAGE, GUARD, APPROVAL, APPLY, REPORT = (
     "download",
@@ -43,14 +44,29 @@ DOWNLOAD, NORMALISE, STAGE, GUARD, APPROVAL, APPLY, REPORT = (
 
 
 class SourceApprovalOperator(ApprovalOperator):
-    """ApprovalOperator whose response timeout is the run's `approval_timeout` param (seconds).
+    """ApprovalOperator whose response timeout is the run's `approval_timeout` param (seconds), and
+    which records the decision in XCom `decision` for the report.
 
     The stock operator fixes `response_timeout` when the DAG is parsed; here it depends on the run.
+    On Reject it skips `apply` by raising, so it never returns a value: the decision (and whether the
+    timeout made it) is pushed first.
     """
 
     def execute(self, context: Any) -> Any:
         self.response_timeout = timedelta(seconds=float(context["params"]["approval_timeout"]))
         return super().execute(context)
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        if "error" not in event:
+            context["ti"].xcom_push(
+                key=DECISION_KEY,
+                value={
+                    "chosen_options": list(event.get("chosen_options") or []),
+                    "responded_by_user": event.get("responded_by_user"),
+                    "timed_out": bool(event.get("timedout")),
+                },
+            )
+        return super().execute_complete(context, event)
 
 
 def _carte_dsn() -> str:
@@ -203,7 +219,7 @@ def build_source_dag(declaration: SourceDeclaration):
                 "stage": ti.xcom_pull(task_ids=STAGE),
                 "apply": ti.xcom_pull(task_ids=APPLY),
             }
-            answer = Approval.from_xcom(ti.xcom_pull(task_ids=APPROVAL))
+            answer = Approval.from_xcom(ti.xcom_pull(task_ids=APPROVAL, key=DECISION_KEY))
             failed_step = next((name for name, value in results.items() if value is None), None)
             if failed_step == "apply":
                 if answer is not None and answer.chosen != "Approve":

@@ -133,7 +133,7 @@ def test_report_outcomes_and_rendering(tmp_path):
         "apply": None,
     }
     timed_out = build_report(dag_id="source_x", run_id="r1", source="x", steps=steps,
-                             approval=Approval("Reject", None), approval_timeout=5)
+                             approval=Approval("Reject", None, timed_out=True), approval_timeout=5)
     assert timed_out["outcome"] == TIMED_OUT and not timed_out["applied"]
     rejected = build_report(dag_id="source_x", run_id="r1", source="x", steps=steps,
                             approval=Approval.from_xcom({"chosen_options": ["Reject"],

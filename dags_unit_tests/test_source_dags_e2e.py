@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -135,11 +136,37 @@ def test_failed_run_leaves_the_database_as_it_was(airflow_stack, feeds):
 # --- approval paths: through the stack's scheduler (under `dags test` a HITL task waits forever) ---
 
 
-def _api(stack, method: str, path: str, body: dict | None = None) -> dict:
-    return stack.api(method, f"/api/v2{path}", body)
+_TOKENS: dict[str, str] = {}
 
 
-def _wait(predicate, timeout: float, what: str, every: float = 2.0):
+def _api(stack, method: str, path: str, body: dict | None = None, attempts: int = 5) -> dict:
+    """REST call with a cached token; a busy api-server (timeouts, 5xx) is retried, 4xx raised."""
+    for attempt in range(1, attempts + 1):
+        try:
+            if stack.api_url not in _TOKENS:
+                _TOKENS[stack.api_url] = stack.token()
+            request = urllib.request.Request(
+                f"{stack.api_url}/api/v2{path}",
+                method=method,
+                data=None if body is None else json.dumps(body).encode(),
+                headers={"Authorization": f"Bearer {_TOKENS[stack.api_url]}", "Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=60) as response:
+                raw = response.read()
+            return json.loads(raw) if raw else {}
+        except urllib.error.HTTPError as exc:
+            if exc.code == 401:
+                _TOKENS.pop(stack.api_url, None)
+            elif exc.code < 500 or attempt == attempts:
+                raise
+        except (TimeoutError, urllib.error.URLError, ConnectionError):
+            if attempt == attempts:
+                raise
+        time.sleep(2 * attempt)
+    raise AssertionError("unreachable")
+
+
+def _wait(predicate, timeout: float, what: str, every: float = 3.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -166,7 +193,7 @@ def _task_state(stack, dag_id: str, run_id: str, task_id: str) -> str | None:
     return _api(stack, "GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}").get("state")
 
 
-def _finished(stack, dag_id: str, run_id: str, timeout: float = 300) -> str:
+def _finished(stack, dag_id: str, run_id: str, timeout: float = 600) -> str:
     return _wait(
         lambda: (s := _api(stack, "GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"]) in ("success", "failed") and s,
         timeout,
@@ -201,7 +228,7 @@ def test_large_deactivation_waits_for_a_human(airflow_stack, feeds):
     for choice, outcome in (("Reject", "not applied: rejected"), ("Approve", "applied")):
         run_id = _trigger(airflow_stack, dag_id, {"endpoint_url": url, "approval_timeout": 600})
         _wait(lambda rid=run_id: _task_state(airflow_stack, dag_id, rid, "request_approval") == "awaiting_input",
-              300, "the approval request")
+              600, "the approval request")
         hitl = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/request_approval/-1/hitlDetails"
         assert "would be set **SUPPRIME**" in _api(airflow_stack, "GET", hitl)["body"]
         _api(airflow_stack, "PATCH", hitl, {"chosen_options": [choice]})

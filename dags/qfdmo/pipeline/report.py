@@ -28,14 +28,17 @@ class Approval:
 
     chosen: str  # "Approve" / "Reject"
     responded_by: str | None  # None: the timeout chose the default
+    timed_out: bool = False
 
     @classmethod
     def from_xcom(cls, value: Any) -> Approval | None:
+        """From the approval task's `decision` XCom (chosen_options, responded_by_user, timed_out)."""
         if not isinstance(value, dict) or not value.get("chosen_options"):
             return None
         user = value.get("responded_by_user")
         name = (user.get("name") or user.get("id")) if isinstance(user, dict) else user
-        return cls(chosen=value["chosen_options"][0], responded_by=name or None)
+        return cls(chosen=value["chosen_options"][0], responded_by=name or None,
+                   timed_out=bool(value.get("timed_out")) or not name)
 
 
 def outcome(
@@ -47,7 +50,7 @@ def outcome(
     if steps.get("apply") is not None:
         return APPLIED
     if approval is not None and approval.chosen != "Approve":
-        return TIMED_OUT if approval.responded_by is None else REJECTED
+        return TIMED_OUT if approval.timed_out else REJECTED
     if failed_step:
         return f"{FAILED} at {failed_step}"
     return NOT_APPLIED
@@ -98,7 +101,12 @@ def build_report(
             "needs_approval": staged.get("needs_approval"),
             "approval": None
             if approval is None
-            else {"chosen": approval.chosen, "responded_by": approval.responded_by, "timeout_s": approval_timeout},
+            else {
+                "chosen": approval.chosen,
+                "responded_by": approval.responded_by,
+                "timed_out": approval.timed_out,
+                "timeout_s": approval_timeout,
+            },
         },
         "rejections": normalised.get("rejections", {}),
         "rejection_examples": normalised.get("rejection_examples", {}),
