@@ -250,7 +250,7 @@ def test_large_deactivation_waits_for_a_human(airflow_stack, feeds):
     ("dag_id", "dataset", "kind", "source_codes", "expected_new", "expected_rejected"),
     [
         ("source_ocab", "donnees-eo-ocab", "datafair", ("ocab_valobat", "ocab_ecomaison", "ocab_valdelia",
-                                                        "ocab_ecominero"), 10, 1),
+                                                        "ocab_ecominero"), 9, 1),
         ("source_cma_reparacteur", "reparacteurs", "explore", ("cma_reparacteur",), 227, 3),
         ("source_ademesinoedecheteries", "sinoe-(r)-annuaire-des-decheteries-dma", "sinoe",
          ("ademesinoedecheteries",), 7, 2),
