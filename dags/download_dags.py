@@ -42,7 +42,8 @@ def download_dags_from_s3() -> None:
             from airflow.sdk.exceptions import AirflowSkipException
 
             raise AirflowSkipException(f"ENVIRONMENT={environment or 'unset'}: DAGs come from the working tree")
-        return shlex.quote(os.environ.get("SYNC_DAGS_SCRIPT", SYNC_SCRIPT_DEFAULT))
+        # The trailing space stops Airflow from loading a command ending in ".sh" as a Jinja template file.
+        return shlex.quote(os.environ.get("SYNC_DAGS_SCRIPT", SYNC_SCRIPT_DEFAULT)) + " "
 
     sync_dags()
 

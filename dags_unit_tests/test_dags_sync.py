@@ -407,3 +407,91 @@ def test_file_removed_by_hand_from_the_release_is_restored_by_the_next_change(bu
     assert result.returncode == 0, result.stderr
     assert tree(image_folder)["qfdmo/feeds/client.py"] == SOURCE["qfdmo/feeds/client.py"]
     assert "changed 2" in result.stdout
+
+
+@pytest.fixture(scope="module")
+def authenticating_s3(tmp_path_factory):
+    """A moto server that checks SigV4 signatures and IAM keys (the shared one accepts anything)."""
+    import socket
+
+    import boto3
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    endpoint = f"http://127.0.0.1:{port}"
+    log = tmp_path_factory.mktemp("moto-auth") / "moto.log"
+    # The first 3 requests (user, policy, key) are let through; every later one is authenticated.
+    server = subprocess.Popen(
+        [str(REPO / ".venv" / "bin" / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"},
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        iam = boto3.client(
+            "iam",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="boot",
+            aws_secret_access_key="boot",
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                iam.create_user(UserName="dags-sync")
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+        iam.put_user_policy(UserName="dags-sync", PolicyName="all", PolicyDocument=json.dumps(policy))
+        key = iam.create_access_key(UserName="dags-sync")["AccessKey"]
+        yield endpoint, key["AccessKeyId"], key["SecretAccessKey"]
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(10)
+
+
+@pytest.mark.parametrize("signed_get_max", ["50", "0"], ids=["signed-gets", "boto3-gets"])
+def test_requests_are_signed_correctly(authenticating_s3, tmp_path, signed_get_max):
+    import boto3
+
+    endpoint, key_id, secret = authenticating_s3
+    client = boto3.client(
+        "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=key_id, aws_secret_access_key=secret
+    )
+    name = f"signed-{signed_get_max}"
+    client.create_bucket(Bucket=name)
+    names = ["a.py", "pkg/é t+x.py", "pkg/with space/b.py", "pkg/~tilde=1&x.py"]
+    for rel in names:
+        client.put_object(Bucket=name, Key=f"dags/{rel}", Body=rel.encode())
+    folder = tmp_path / "dags"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CELLAR_", "DAGS_"))},
+        "ENVIRONMENT": "preprod",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(folder),
+        "CELLAR_ADDON_HOST": endpoint,
+        "CELLAR_ADDON_KEY_ID": key_id,
+        "CELLAR_ADDON_KEY_SECRET": secret,
+        "CELLAR_ADDON_BUCKET": f"{name}/dags",
+        "DAGS_SYNC_PYTHON": str(VENV_PYTHON),
+        "DAGS_SYNC_SIGNED_GET_MAX": signed_get_max,
+    }
+
+    result = subprocess.run([str(SYNC)], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert tree(folder) == {rel: rel for rel in names}
+
+    wrong = subprocess.run(
+        [str(SYNC)],
+        env={**env, "CELLAR_ADDON_KEY_SECRET": "not-the-secret"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert wrong.returncode == 1 and "SignatureDoesNotMatch" in wrong.stderr
+    for output in (result.stdout + result.stderr, wrong.stdout + wrong.stderr):
+        assert key_id not in output and secret not in output

@@ -199,44 +199,62 @@ class S3HttpError(Exception):
         self.response = {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}}
 
 
-def list_objects_signed(
-    endpoint_url: str, region: str, key_id: str, secret: str, bucket: str, prefix: str
-) -> dict[str, RemoteObject]:
-    """Like list_objects, through a SigV4 pre-signed URL and ElementTree.
+class SignedS3:
+    """S3 reads signed with botocore's SigV4 signer, sent with the standard library (urllib, ElementTree).
 
-    Why: this is all a no-op sync does, and botocore's client costs ~3x more than the rest of the
-    run (service model loading, then a pure-Python XML parse of 1,000 keys with date parsing).
-    Signing stays botocore's; only transport and parsing are the standard library's.
+    Why: a no-op sync is one listing, and botocore's client costs several times the rest of the run
+    (service model loading, then a pure-Python parse of 1,000 keys with date parsing); a small
+    change set is a few GETs. Signing stays botocore's. Bulk downloads use the boto3 client (pooled
+    keep-alive connections).
     """
-    import urllib.parse
-    import xml.etree.ElementTree as ElementTree
 
-    from botocore.auth import S3SigV4QueryAuth
-    from botocore.awsrequest import AWSRequest
-    from botocore.credentials import Credentials
+    def __init__(self, endpoint_url: str, region: str, key_id: str, secret: str, bucket: str) -> None:
+        import urllib.parse
 
-    signer = S3SigV4QueryAuth(Credentials(key_id, secret), "s3", region, expires=300)
-    bucket_url = f"{endpoint_url}/{urllib.parse.quote(bucket, safe='')}"
-    objects: dict[str, RemoteObject] = {}
-    params = {"list-type": "2", "max-keys": "1000", "prefix": prefix}
-    while True:
-        request = AWSRequest(
-            method="GET", url=f"{bucket_url}?{urllib.parse.urlencode(params, quote_via=urllib.parse.quote)}"
-        )
-        signer.add_auth(request)
-        body = _http_get(request.url)
-        root = ElementTree.fromstring(body)
-        ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
-        for item in root.iter(f"{ns}Contents"):
-            key = item.findtext(f"{ns}Key") or ""
-            etag = clean_etag(item.findtext(f"{ns}ETag"))
-            objects[key[len(prefix) :]] = RemoteObject(etag, int(item.findtext(f"{ns}Size") or 0))
-        if (root.findtext(f"{ns}IsTruncated") or "").lower() != "true":
-            return objects
-        params["continuation-token"] = root.findtext(f"{ns}NextContinuationToken") or ""
+        from botocore.auth import S3SigV4Auth
+        from botocore.credentials import Credentials
+
+        self._signer = S3SigV4Auth(Credentials(key_id, secret), "s3", region)
+        self._bucket_url = f"{endpoint_url}/{urllib.parse.quote(bucket, safe='')}"
+
+    def _signed(self, key: str = "", params: dict[str, str] | None = None) -> tuple[str, dict[str, str]]:
+        """URL and headers (Authorization, x-amz-date, x-amz-content-sha256) of a signed GET."""
+        import urllib.parse
+
+        from botocore.awsrequest import AWSRequest
+
+        url = f"{self._bucket_url}/{urllib.parse.quote(key, safe='/~')}" if key else self._bucket_url
+        if params:
+            url += "?" + urllib.parse.urlencode(params, quote_via=urllib.parse.quote)
+        request = AWSRequest(method="GET", url=url)
+        self._signer.add_auth(request)
+        return url, dict(request.headers.items())
+
+    def list(self, prefix: str) -> dict[str, RemoteObject]:
+        """Every key under the prefix (relative to it) with its ETag and size."""
+        import xml.etree.ElementTree as ElementTree
+
+        objects: dict[str, RemoteObject] = {}
+        params = {"list-type": "2", "max-keys": "1000", "prefix": prefix}
+        while True:
+            _, body = _http_get(*self._signed(params=params))
+            root = ElementTree.fromstring(body)
+            ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+            for item in root.iter(f"{ns}Contents"):
+                key = item.findtext(f"{ns}Key") or ""
+                etag = clean_etag(item.findtext(f"{ns}ETag"))
+                objects[key[len(prefix) :]] = RemoteObject(etag, int(item.findtext(f"{ns}Size") or 0))
+            if (root.findtext(f"{ns}IsTruncated") or "").lower() != "true":
+                return objects
+            params["continuation-token"] = root.findtext(f"{ns}NextContinuationToken") or ""
+
+    def get(self, key: str, limit: int) -> tuple[str, str | None, bytes]:
+        """(ETag, md5 metadata, at most limit bytes of the body) of one object."""
+        headers, body = _http_get(*self._signed(key), limit)
+        return clean_etag(headers.get("ETag")), headers.get("x-amz-meta-md5"), body
 
 
-def _http_get(url: str, attempts: int = 3) -> bytes:
+def _http_get(url: str, headers: dict[str, str], limit: int | None = None, attempts: int = 3) -> tuple[Any, bytes]:
     """GET with retries on connection errors and 5xx; S3 errors raised as S3HttpError."""
     import urllib.error
     import urllib.request
@@ -244,8 +262,8 @@ def _http_get(url: str, attempts: int = 3) -> bytes:
 
     for attempt in range(1, attempts + 1):
         try:
-            with urllib.request.urlopen(url, timeout=30) as response:
-                return response.read()
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=30) as response:
+                return response.headers, response.read() if limit is None else response.read(limit)
         except urllib.error.HTTPError as exc:
             body = exc.read()
             if exc.code < 500 or attempt == attempts:
@@ -253,8 +271,10 @@ def _http_get(url: str, attempts: int = 3) -> bytes:
                     error = ElementTree.fromstring(body)
                     code, message = error.findtext("Code") or "", error.findtext("Message") or ""
                 except ElementTree.ParseError:
-                    code, message = "HTTPError", exc.reason
-                raise S3HttpError(exc.code, code or "HTTPError", str(message)) from None
+                    code, message = "", str(exc.reason)
+                raise S3HttpError(
+                    exc.code, code or ("NoSuchKey" if exc.code == 404 else "HTTPError"), message
+                ) from None
         except (urllib.error.URLError, OSError) as exc:
             if attempt == attempts:
                 reason = getattr(exc, "reason", exc)
@@ -320,6 +340,7 @@ class Settings:
     manifest_retries: int = 3
     manifest_retry_wait: float = 5.0
     releases_dir: Path | None = None
+    signed_get_max: int = 50
 
     @property
     def secrets(self) -> tuple[str, str]:
@@ -364,6 +385,7 @@ class Settings:
             else frozenset(DEFAULT_PROTECTED),
             manifest_retries=max(0, int(number("DAGS_SYNC_MANIFEST_RETRIES", 3))),
             manifest_retry_wait=number("DAGS_SYNC_MANIFEST_RETRY_WAIT", 5.0),
+            signed_get_max=int(number("DAGS_SYNC_SIGNED_GET_MAX", 50)),
             releases_dir=Path(os.path.abspath(env["DAGS_SYNC_RELEASES_DIR"]))
             if env.get("DAGS_SYNC_RELEASES_DIR")
             else None,
@@ -546,24 +568,35 @@ def _desired_files(
     return desired
 
 
-def _fetch(client: Any, settings: Settings, rel: str, expected: Expected, dest: Path) -> str:
+def boto3_reader(client: Any, bucket: str) -> Any:
+    """A reader (key, limit) -> (ETag, md5 metadata, body) over the boto3 client."""
+
+    def read(key: str, limit: int) -> tuple[str, str | None, bytes]:
+        response = client.get_object(Bucket=bucket, Key=key)
+        body = response["Body"]
+        try:
+            data = body.read(limit)
+        finally:
+            body.close()
+        return clean_etag(response.get("ETag")), (response.get("Metadata") or {}).get("md5"), data
+
+    return read
+
+
+def _fetch(read: Any, settings: Settings, rel: str, expected: Expected, dest: Path) -> str:
     """Download one object into dest, verify its content; returns its MD5."""
-    key = settings.prefix + rel
     try:
-        response = client.get_object(Bucket=settings.bucket, Key=key)
+        etag, metadata_md5, data = read(settings.prefix + rel, settings.max_object_bytes + 1)
     except Exception as exc:
         if error_code(exc) in ("NoSuchKey", "404", "PreconditionFailed"):
             raise DeployInProgress(f"deploy in progress: {rel} vanished during the sync") from exc
         raise
-    if clean_etag(response.get("ETag")).lower() != expected.etag.lower():
+    if etag.lower() != expected.etag.lower():
         raise DeployInProgress(f"deploy in progress: {rel} changed during the sync")
-    body = response["Body"]
-    data = body.read(settings.max_object_bytes + 1)
-    body.close()
     if len(data) > settings.max_object_bytes:
         raise SyncError(f"{rel} is larger than the limit of {settings.max_object_bytes} bytes")
     digest = hashlib.md5(data, usedforsecurity=False).hexdigest()
-    wanted = expected.md5 or (response.get("Metadata") or {}).get("md5")
+    wanted = expected.md5 or metadata_md5
     if wanted and digest != wanted.lower():
         raise DeployInProgress(f"deploy in progress: {rel} content does not match its MD5")
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -582,29 +615,10 @@ def _link_or_copy(src: Path, dest: Path) -> None:
         shutil.copy2(src, dest)
 
 
-class LazyClient:
-    """The boto3 client, created on first use: a no-op sync never needs it."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._client: Any = None
-
-    def get(self) -> Any:
-        if self._client is None:
-            s = self._settings
-            self._client = make_client(s.endpoint_url, s.key_id, s.secret, s.workers, s.region)
-        return self._client
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.get(), name)
-
-
 def _read_listing_and_manifest(
-    client: Any, settings: Settings, state: dict[str, Any] | None
+    s3: SignedS3, settings: Settings, state: dict[str, Any] | None
 ) -> tuple[dict[str, RemoteObject], dict[str, ManifestEntry] | None, str | None, str | None, dict[str, Any] | None]:
-    listing = list_objects_signed(
-        settings.endpoint_url, settings.region, settings.key_id, settings.secret, settings.bucket, settings.prefix
-    )
+    listing = s3.list(settings.prefix)
     manifest_obj = listing.get(MANIFEST_NAME)
     if manifest_obj is None:
         return listing, None, None, None, None
@@ -612,16 +626,17 @@ def _read_listing_and_manifest(
         raw_json = state["manifest_raw"]
     else:
         try:
-            response = client.get_object(Bucket=settings.bucket, Key=settings.prefix + MANIFEST_NAME)
-        except Exception as exc:
+            etag, _, raw_bytes = s3.get(settings.prefix + MANIFEST_NAME, settings.max_object_bytes)
+        except S3HttpError as exc:
             if error_code(exc) in ("NoSuchKey", "404"):
                 raise DeployInProgress("deploy in progress: the manifest changed during the sync") from exc
             raise
-        raw_bytes = response["Body"].read(settings.max_object_bytes + 1)
-        raw_json = json.loads(raw_bytes) if raw_bytes else {}
-        manifest_etag = clean_etag(response.get("ETag"))
-        if manifest_etag != manifest_obj.etag:
+        if etag != manifest_obj.etag:
             raise DeployInProgress("deploy in progress: the manifest changed during the sync")
+        try:
+            raw_json = json.loads(raw_bytes)
+        except ValueError as exc:
+            raise SyncError(f"unreadable deploy manifest {MANIFEST_NAME}: {exc}") from exc
     deploy_id, files = parse_manifest(json.dumps(raw_json).encode())
     return listing, files, deploy_id, manifest_obj.etag, raw_json
 
@@ -652,13 +667,13 @@ def _lock(layout: Layout) -> int:
 def _sync_locked(settings: Settings, layout: Layout, out: Any) -> Summary:
     current = layout.current_release()
     state = load_state(layout, settings, current)
-    client = LazyClient(settings)
+    s3 = SignedS3(settings.endpoint_url, settings.region, settings.key_id, settings.secret, settings.bucket)
 
     attempt = 0
     while True:
         summary = Summary()
-        listing, manifest, deploy_id, manifest_etag, manifest_raw = _read_listing_and_manifest(client, settings, state)
         try:
+            listing, manifest, deploy_id, manifest_etag, manifest_raw = _read_listing_and_manifest(s3, settings, state)
             desired = _desired_files(settings, listing, manifest, summary)
             break
         except DeployInProgress as exc:
@@ -732,9 +747,17 @@ def _sync_locked(settings: Settings, layout: Layout, out: Any) -> Summary:
         if to_fetch:
             from concurrent.futures import ThreadPoolExecutor
 
+            # A few objects: pre-signed GETs, no client to build. Many: boto3's pooled connections.
+            if len(to_fetch) <= settings.signed_get_max:
+                read = s3.get
+            else:
+                client = make_client(
+                    settings.endpoint_url, settings.key_id, settings.secret, settings.workers, settings.region
+                )
+                read = boto3_reader(client, settings.bucket)
             with ThreadPoolExecutor(max_workers=min(settings.workers, len(to_fetch))) as pool:
                 futures = {
-                    rel: pool.submit(_fetch, client.get(), settings, rel, expected, building / rel)
+                    rel: pool.submit(_fetch, read, settings, rel, expected, building / rel)
                     for rel, expected in to_fetch.items()
                 }
                 for rel, future in futures.items():

@@ -1,0 +1,145 @@
+"""download_dags_from_s3 end to end on the local stack: `bin/airflow dags test` and a running dag-processor."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.error
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DAG_ID = "download_dags_from_s3"
+
+
+def deploy(airflow_stack, bucket: str, source: Path) -> None:
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": "e2e",
+        "AWS_SECRET_ACCESS_KEY": "e2e-secret",
+        "S3_ENDPOINT_URL": airflow_stack.s3_endpoint_url,
+        "DAGS_BUCKET": bucket,
+        "DAGS_SOURCE_DIR": str(source),
+    }
+    subprocess.run([str(REPO / "scripts" / "deploy_dags.sh")], env=env, check=True, capture_output=True, timeout=120)
+
+
+@pytest.fixture
+def bucket(airflow_stack, s3_server) -> str:
+    name = f"e2e-dags-{uuid.uuid4().hex[:10]}"
+    s3_server.client().create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def dags_folder(tmp_path) -> Path:
+    """A DAG folder as the image ships it: the download DAG and a local-only file."""
+    folder = tmp_path / "airflow" / "dags"
+    folder.mkdir(parents=True)
+    shutil.copy(REPO / "dags" / "download_dags.py", folder / "download_dags.py")
+    (folder / ".env").write_text("LOCAL_ONLY=1\n")
+    return folder
+
+
+def sync_env(airflow_stack, bucket: str, dags_folder: Path, environment: str = "preprod") -> dict[str, str]:
+    return {
+        "ENVIRONMENT": environment,
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
+        "CELLAR_ADDON_HOST": airflow_stack.s3_endpoint_url,
+        "CELLAR_ADDON_BUCKET": bucket,
+        "SYNC_DAGS_SCRIPT": str(REPO / "sync_dags.sh"),
+    }
+
+
+def test_dag_run_mirrors_the_bucket_in_preprod(airflow_stack, bucket, dags_folder, tmp_path):
+    source = tmp_path / "src"
+    (source / "pkg").mkdir(parents=True)
+    (source / "synced_dag.py").write_text("# a DAG file from the bucket\n")
+    (source / "pkg" / "helpers.py").write_text("HELPER = 1\n")
+    deploy(airflow_stack, bucket, source)
+
+    result = airflow_stack.airflow("dags", "test", DAG_ID, env=sync_env(airflow_stack, bucket, dags_folder))
+
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert "dags sync: added 2, changed 0, deleted 0" in output
+    assert dags_folder.is_symlink()
+    assert (dags_folder / "synced_dag.py").read_text() == "# a DAG file from the bucket\n"
+    assert (dags_folder / "pkg" / "helpers.py").exists()
+    # The DAG itself and the local-only file survive the mirror.
+    assert (dags_folder / "download_dags.py").read_bytes() == (REPO / "dags" / "download_dags.py").read_bytes()
+    assert (dags_folder / ".env").read_text() == "LOCAL_ONLY=1\n"
+
+
+def test_dag_run_does_nothing_in_development(airflow_stack, bucket, dags_folder, tmp_path):
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "synced_dag.py").write_text("# must not arrive\n")
+    deploy(airflow_stack, bucket, source)
+
+    result = airflow_stack.airflow(
+        "dags", "test", DAG_ID, env=sync_env(airflow_stack, bucket, dags_folder, environment="development")
+    )
+
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert "DAGs come from the working tree" in output
+    assert not dags_folder.is_symlink() and not (dags_folder / "synced_dag.py").exists()
+
+
+def test_delay_from_upload_to_parsed_dag(airflow_stack, bucket, tmp_path):
+    """Upload a new DAG, sync, and time until the running dag-processor has it in the API.
+
+    The synced folder is a sub-folder of the stack's DAG folder (releases kept outside it), so the
+    stack's dag-processor, with the refresh interval of the platform, sees it through the symlink.
+    """
+    dag_id = f"probe_{uuid.uuid4().hex[:8]}"
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / f"{dag_id}.py").write_text(
+        "from datetime import datetime\n"
+        "from airflow.sdk import dag\n\n\n"
+        f"@dag(dag_id={dag_id!r}, schedule=None, start_date=datetime(2025, 1, 1), tags=['probe'])\n"
+        "def probe():\n    pass\n\n\nprobe()\n"
+    )
+    synced = airflow_stack.dags_folder / f"synced_{dag_id}"
+    env = {
+        **os.environ,
+        **airflow_stack.env,
+        **sync_env(airflow_stack, bucket, synced),
+        "DAGS_SYNC_RELEASES_DIR": str(tmp_path / "releases"),
+    }
+    try:
+        deploy(airflow_stack, bucket, source)
+        uploaded = time.monotonic()
+        sync = subprocess.run([str(REPO / "sync_dags.sh")], env=env, capture_output=True, text=True, timeout=120)
+        assert sync.returncode == 0, sync.stderr
+        synced_at = time.monotonic()
+        deadline = synced_at + 240
+        while True:
+            try:
+                found = airflow_stack.api("GET", f"/api/v2/dags/{dag_id}")
+                break
+            except urllib.error.HTTPError as error:
+                if error.code != 404 or time.monotonic() > deadline:
+                    raise
+            time.sleep(1)
+        parsed = time.monotonic()
+    finally:
+        if synced.is_symlink():
+            synced.unlink()
+    assert found["dag_id"] == dag_id
+    figures = {
+        "sync_s": round(synced_at - uploaded, 1),
+        "sync_to_parsed_s": round(parsed - synced_at, 1),
+        "upload_to_parsed_s": round(parsed - uploaded, 1),
+    }
+    print(f"upload-to-parsed delay (sync run right after the upload): {json.dumps(figures)}")
+    report = os.environ.get("QFDMO_SYNC_DELAY_REPORT")
+    if report:
+        Path(report).write_text(json.dumps(figures))
