@@ -105,7 +105,7 @@ def fresh_database(server_dsn: str, name: str) -> str:
 
 
 def generate_run(run_dir: Path, count: int, seed: int = 42) -> dict[str, int]:
-    """A points d'apport-like run: ~2% duplicate lines, 1-3 actions, 1-4 sous-catégories each."""
+    """A points d'apport-like run: ~2% duplicate lines (merged in SQL), 1-2 actions, 1-3 sous-catégories."""
     rng = random.Random(seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     with (
@@ -154,9 +154,11 @@ def generate_run(run_dir: Path, count: int, seed: int = 42) -> dict[str, int]:
                         None if digital else round(-4.5 + rng.random() * 12.0, 6),
                     )
                 )
-                actions = ["trier"] + (["reparer"] if i % 3 == 0 else []) + (["donner"] if i % 5 == 0 else [])
+                # Like the portal's rows: 1-3 products (1.75 on average), repair at 1 point in 4.
+                actions = ["trier"] + (["reparer"] if i % 4 == 1 else [])
+                products = rng.sample(SOUS_CATEGORIES, (3, 1, 2, 1)[(i + copy) % 4])
                 for action in actions:
-                    for sous_categorie in rng.sample(SOUS_CATEGORIES, 1 + rng.randrange(4)):
+                    for sous_categorie in products:
                         propositions.write_row((identifiant, action, sous_categorie))
                 if i % 8 == copy:
                     labels.write_row((identifiant, LABELS[i % len(LABELS)]))

@@ -185,7 +185,9 @@ class _Tables:
     propositions: sql.Composable
     labels: sql.Composable
     services: sql.Composable
+    sets: sql.Composable
     diff: sql.Composable
+    new_propositions: sql.Composable
 
     def all(self) -> list[sql.Composable]:
         return list(self.__dict__.values())
@@ -215,7 +217,9 @@ def _tables(run_key: str) -> _Tables:
         propositions=name("propositions"),
         labels=name("labels"),
         services=name("services"),
+        sets=name("sets"),
         diff=name("diff"),
+        new_propositions=name("new_propositions"),
     )
 
 
@@ -262,8 +266,9 @@ def stage(
         seconds["copy"] = time.perf_counter() - started
 
         started = time.perf_counter()
-        _check_codes(cur, t, source_codes)
-        _merge(cur, t)
+        # Staging statistics only guide joins: a small sample is enough and much cheaper.
+        cur.execute("SET LOCAL default_statistics_target = 10")
+        _merge(cur, t, source_codes)
         acteurs = cur.execute(_q("SELECT count(*) FROM {a}", a=t.acteurs)).fetchone()[0]
         seconds["merge"] = time.perf_counter() - started
 
@@ -289,74 +294,19 @@ def _copy_file(cur: psycopg.Cursor, table: sql.Composable, path: Path) -> int:
     return cur.rowcount
 
 
-def _check_codes(cur: psycopg.Cursor, t: _Tables, source_codes: list[str] | tuple[str, ...] | frozenset[str]) -> None:
-    """Unknown codes were rejected upstream; one that slips through stops the run here."""
-    checks = [
-        ("source_code", t.acteurs_raw, "qfdmo_source"),
-        ("acteur_type_code", t.acteurs_raw, "qfdmo_acteurtype"),
-        ("action_code", t.propositions_raw, "qfdmo_action"),
-        ("sous_categorie_code", t.propositions_raw, "qfdmo_souscategorieobjet"),
-        ("label_code", t.labels_raw, "qfdmo_labelqualite"),
-        ("acteur_service_code", t.services_raw, "qfdmo_acteurservice"),
-    ]
-    problems: list[str] = []
-    for column, raw, ref in checks:
-        cur.execute(
-            _q(
-                "SELECT r.{c}, count(*) FROM {raw} r LEFT JOIN {ref} x ON x.code = r.{c}"
-                " WHERE x.id IS NULL AND r.{c} IS NOT NULL AND r.{c} <> ''"
-                " GROUP BY r.{c} ORDER BY count(*) DESC LIMIT 20",
-                c=sql.Identifier(column),
-                raw=raw,
-                ref=sql.Identifier(ref),
-            )
-        )
-        unknown = cur.fetchall()
-        if unknown:
-            problems.append(f"unknown {column}: " + ", ".join(f"{v!r} x{n}" for v, n in unknown))
-    cur.execute(
-        _q(
-            "SELECT count(*) FILTER (WHERE source_code IS NULL OR source_code = ''),"
-            " count(*) FILTER (WHERE acteur_type_code IS NULL OR acteur_type_code = ''),"
-            " count(*) FILTER (WHERE identifiant_unique IS NULL OR identifiant_unique = ''),"
-            " count(*) FILTER (WHERE NOT (source_code = ANY(%s)))"
-            " FROM {raw}",
-            raw=t.acteurs_raw,
-        ),
-        (list(source_codes),),
-    )
-    no_source, no_type, no_id, foreign = cur.fetchone()
-    if no_source or no_type or no_id:
-        problems.append(
-            f"missing values: source_code x{no_source}, acteur_type_code x{no_type}, identifiant_unique x{no_id}"
-        )
-    if foreign:
-        problems.append(f"{foreign} acteurs of sources outside the run's sources {sorted(source_codes)}")
-    for raw in (t.propositions_raw, t.labels_raw, t.services_raw):
-        cur.execute(
-            _q(
-                "SELECT count(*) FROM {raw} r WHERE NOT EXISTS"
-                " (SELECT FROM {a} a WHERE a.identifiant_unique = r.identifiant_unique)",
-                raw=raw,
-                a=t.acteurs_raw,
-            )
-        )
-        orphans = cur.fetchone()[0]
-        if orphans:
-            problems.append(f"{orphans} lines of {raw.as_string(cur)} reference no acteur")
-    if problems:
-        raise StagingError("; ".join(problems))
-
-
-def _merge(cur: psycopg.Cursor, t: _Tables) -> None:
+def _merge(cur: psycopg.Cursor, t: _Tables, source_codes: list[str] | tuple[str, ...] | frozenset[str]) -> None:
+    """Resolve codes to ids and merge duplicates; unknown codes become NULL (or -1) ids
+    that _check() turns into a StagingError, so the happy path scans each file once."""
     # Union over duplicate rows comes from DISTINCT on the whole triple/pair.
     cur.execute(
         _q(
             """
             CREATE UNLOGGED TABLE {p} AS
-            SELECT DISTINCT r.identifiant_unique, ac.id AS action_id, sc.id AS souscategorie_id
+            SELECT DISTINCT r.identifiant_unique, ac.id AS action_id,
+                   CASE WHEN coalesce(r.sous_categorie_code, '') <> '' THEN coalesce(sc.id, -1) END
+                       AS souscategorie_id
             FROM {raw} r
-            JOIN qfdmo_action ac ON ac.code = r.action_code
+            LEFT JOIN qfdmo_action ac ON ac.code = r.action_code
             LEFT JOIN qfdmo_souscategorieobjet sc ON sc.code = r.sous_categorie_code
             """,
             p=t.propositions,
@@ -368,7 +318,7 @@ def _merge(cur: psycopg.Cursor, t: _Tables) -> None:
             """
             CREATE UNLOGGED TABLE {l} AS
             SELECT DISTINCT r.identifiant_unique, x.id AS labelqualite_id
-            FROM {raw} r JOIN qfdmo_labelqualite x ON x.code = r.label_code
+            FROM {raw} r LEFT JOIN qfdmo_labelqualite x ON x.code = r.label_code
             """,
             l=t.labels,
             raw=t.labels_raw,
@@ -379,70 +329,155 @@ def _merge(cur: psycopg.Cursor, t: _Tables) -> None:
             """
             CREATE UNLOGGED TABLE {s} AS
             SELECT DISTINCT r.identifiant_unique, x.id AS acteurservice_id
-            FROM {raw} r JOIN qfdmo_acteurservice x ON x.code = r.acteur_service_code
+            FROM {raw} r LEFT JOIN qfdmo_acteurservice x ON x.code = r.acteur_service_code
             """,
             s=t.services,
             raw=t.services_raw,
         )
     )
+    # Order-independent signature of each acteur's sets, comparable with the one _diff()
+    # computes from the qfdmo tables: XOR of 64-bit hashes of its distinct elements.
+    cur.execute(
+        _q(
+            """
+            CREATE UNLOGGED TABLE {sets} AS
+            SELECT identifiant_unique, bit_xor(h) AS value FROM (
+                SELECT identifiant_unique, hashint8extended(action_id, 1) AS h
+                FROM (SELECT DISTINCT identifiant_unique, action_id FROM {p}) ps
+                UNION ALL
+                SELECT identifiant_unique, hashint8extended((action_id::bigint << 32) | souscategorie_id, 2)
+                FROM {p} WHERE souscategorie_id IS NOT NULL
+                UNION ALL
+                SELECT identifiant_unique, hashint8extended(labelqualite_id, 3) FROM {l}
+                UNION ALL
+                SELECT identifiant_unique, hashint8extended(acteurservice_id, 4) FROM {s}
+            ) h
+            GROUP BY identifiant_unique
+            """,
+            sets=t.sets,
+            p=t.propositions,
+            l=t.labels,
+            s=t.services,
+        )
+    )
     text_columns = sql.SQL(", ").join(sql.SQL("r.{}").format(sql.Identifier(c)) for c, _ in _TEXT_COLUMNS)
     bool_columns = sql.SQL(", ").join(sql.SQL("r.{}").format(sql.Identifier(c)) for c in _BOOL_COLUMNS)
-    # First row in feed order wins for scalar columns; the signature of the sets
-    # (comparable with the one _diff() computes from the qfdmo tables) covers the
-    # union of all duplicate rows.
+    # First row in feed order wins for scalar columns.
     cur.execute(
         _q(
             """
             CREATE UNLOGGED TABLE {a} AS
-            WITH sig AS (
-                SELECT identifiant_unique, bit_xor(h) AS value FROM (
-                    SELECT identifiant_unique, hashint8extended(action_id, 1) AS h
-                    FROM (SELECT DISTINCT identifiant_unique, action_id FROM {p}) ps
-                    UNION ALL
-                    SELECT identifiant_unique,
-                           hashint8extended((action_id::bigint << 32) | souscategorie_id, 2)
-                    FROM {p} WHERE souscategorie_id IS NOT NULL
-                    UNION ALL
-                    SELECT identifiant_unique, hashint8extended(labelqualite_id, 3) FROM {l}
-                    UNION ALL
-                    SELECT identifiant_unique, hashint8extended(acteurservice_id, 4) FROM {s}
-                ) h
-                GROUP BY identifiant_unique
-            )
             SELECT DISTINCT ON (r.identifiant_unique COLLATE "C")
                 r.identifiant_unique, {text_columns}, {bool_columns},
                 src.id AS source_id, ty.id AS acteur_type_id,
                 CASE WHEN r.latitude IS NOT NULL AND r.longitude IS NOT NULL
                      THEN ST_SetSRID(ST_MakePoint(r.longitude, r.latitude), 4326) END AS location,
-                coalesce(sig.value, 0) AS sets_signature
+                coalesce(sets.value, 0) AS sets_signature,
+                r.source_code, r.acteur_type_code
             FROM {raw} r
-            JOIN qfdmo_source src ON src.code = r.source_code
-            JOIN qfdmo_acteurtype ty ON ty.code = r.acteur_type_code
-            LEFT JOIN sig ON sig.identifiant_unique = r.identifiant_unique
+            LEFT JOIN qfdmo_source src ON src.code = r.source_code
+            LEFT JOIN qfdmo_acteurtype ty ON ty.code = r.acteur_type_code
+            LEFT JOIN {sets} sets ON sets.identifiant_unique = r.identifiant_unique
             ORDER BY r.identifiant_unique COLLATE "C", r.row_number
             """,
             a=t.acteurs,
             raw=t.acteurs_raw,
-            p=t.propositions,
-            l=t.labels,
-            s=t.services,
+            sets=t.sets,
             text_columns=text_columns,
             bool_columns=bool_columns,
         )
     )
-    limited = [(c, n) for c, n in _TEXT_COLUMNS if n is not None]
-    too_long = sql.SQL(", ").join(
-        sql.SQL("count(*) FILTER (WHERE length({c}) > {n})").format(c=sql.Identifier(c), n=sql.Literal(n))
-        for c, n in limited
-    )
-    counts = cur.execute(_q("SELECT {checks} FROM {a}", checks=too_long, a=t.acteurs)).fetchone()
-    overflow = [f"{c} > {n} chars x{k}" for (c, n), k in zip(limited, counts, strict=True) if k]
-    if overflow:
-        raise StagingError("values too long for qfdmo_acteur: " + ", ".join(overflow))
+    _check(cur, t, source_codes)
     cur.execute(_q("ALTER TABLE {a} ADD PRIMARY KEY (identifiant_unique)", a=t.acteurs))
     # Statistics of the join key only: enough for the planner, much cheaper than all columns.
     for table in (t.acteurs, t.propositions, t.labels, t.services):
         cur.execute(_q("ANALYZE {t} (identifiant_unique)", t=table))
+
+
+def _check(cur: psycopg.Cursor, t: _Tables, source_codes: list[str] | tuple[str, ...] | frozenset[str]) -> None:
+    """Unknown codes were rejected upstream; one that slips through stops the run here,
+    before anything is written to the qfdmo tables."""
+    problems: list[str] = []
+    limited = [(c, n) for c, n in _TEXT_COLUMNS if n is not None]
+    checks = sql.SQL(", ").join(
+        [
+            sql.SQL("count(*) FILTER (WHERE coalesce(identifiant_unique, '') = '')"),
+            sql.SQL("count(*) FILTER (WHERE coalesce(source_code, '') = '')"),
+            sql.SQL("count(*) FILTER (WHERE coalesce(acteur_type_code, '') = '')"),
+            sql.SQL("count(*) FILTER (WHERE NOT (source_code = ANY(%(sources)s)))"),
+            *(
+                sql.SQL("count(*) FILTER (WHERE length({c}) > {n})").format(c=sql.Identifier(c), n=sql.Literal(n))
+                for c, n in limited
+            ),
+        ]
+    )
+    counts = cur.execute(_q("SELECT {checks} FROM {a}", checks=checks, a=t.acteurs), {"sources": list(source_codes)})
+    no_id, no_source, no_type, foreign, *too_long = counts.fetchone()
+    if no_id or no_source or no_type:
+        problems.append(
+            f"missing values: identifiant_unique x{no_id}, source_code x{no_source}, acteur_type_code x{no_type}"
+        )
+    if foreign:
+        problems.append(f"{foreign} acteurs of sources outside the run's sources {sorted(source_codes)}")
+    overflow = [f"{c} > {n} chars x{k}" for (c, n), k in zip(limited, too_long, strict=True) if k]
+    if overflow:
+        problems.append("values too long for qfdmo_acteur: " + ", ".join(overflow))
+
+    unresolved = [
+        (
+            t.acteurs,
+            "source_id IS NULL AND coalesce(source_code, '') <> ''",
+            "source_code",
+            t.acteurs_raw,
+            "qfdmo_source",
+        ),
+        (
+            t.acteurs,
+            "acteur_type_id IS NULL AND coalesce(acteur_type_code, '') <> ''",
+            "acteur_type_code",
+            t.acteurs_raw,
+            "qfdmo_acteurtype",
+        ),
+        (t.propositions, "action_id IS NULL", "action_code", t.propositions_raw, "qfdmo_action"),
+        (
+            t.propositions,
+            "souscategorie_id = -1",
+            "sous_categorie_code",
+            t.propositions_raw,
+            "qfdmo_souscategorieobjet",
+        ),
+        (t.labels, "labelqualite_id IS NULL", "label_code", t.labels_raw, "qfdmo_labelqualite"),
+        (t.services, "acteurservice_id IS NULL", "acteur_service_code", t.services_raw, "qfdmo_acteurservice"),
+    ]
+    for merged, condition, column, raw, ref in unresolved:
+        if not cur.execute(_q("SELECT EXISTS (SELECT FROM {m} WHERE " + condition + ")", m=merged)).fetchone()[0]:
+            continue
+        # Rare path: name the unknown codes with their counts.
+        cur.execute(
+            _q(
+                "SELECT r.{c}, count(*) FROM {raw} r LEFT JOIN {ref} x ON x.code = r.{c}"
+                " WHERE x.id IS NULL AND coalesce(r.{c}, '') <> ''"
+                " GROUP BY r.{c} ORDER BY count(*) DESC, r.{c} LIMIT 20",
+                c=sql.Identifier(column),
+                raw=raw,
+                ref=sql.Identifier(ref),
+            )
+        )
+        problems.append(f"unknown {column}: " + ", ".join(f"{v!r} x{n}" for v, n in cur.fetchall()))
+
+    # Propositions, labels or services of an identifiant_unique that has no acteur line.
+    orphans = cur.execute(
+        _q(
+            "SELECT count(*) FROM {sets} s WHERE NOT EXISTS"
+            " (SELECT FROM {a} a WHERE a.identifiant_unique = s.identifiant_unique)",
+            sets=t.sets,
+            a=t.acteurs,
+        )
+    ).fetchone()[0]
+    if orphans:
+        problems.append(f"{orphans} identifiant_unique have propositions, labels or services but no acteur line")
+    if problems:
+        raise StagingError("; ".join(problems))
 
 
 # ---------------------------------------------------------------------- diff
@@ -467,7 +502,8 @@ def _diff(cur: psycopg.Cursor, t: _Tables, source_codes: list[str] | tuple[str, 
         for c in MANAGED_COLUMNS
     )
     cur.execute(_q("DROP TABLE IF EXISTS {d}", d=t.diff))
-    # One row per staged acteur plus one per ACTIF acteur of the sources that left the feed.
+    # One row per new/changed/inactive staged acteur and per ACTIF acteur of the sources
+    # that left the feed.
     cur.execute(
         _q(
             """
@@ -494,18 +530,20 @@ def _diff(cur: psycopg.Cursor, t: _Tables, source_codes: list[str] | tuple[str, 
                 ) h
                 GROUP BY acteur_id
             )
-            SELECT m.identifiant_unique,
-                   CASE
-                       WHEN a.identifiant_unique IS NULL THEN 'new'
-                       WHEN a.statut = 'INACTIF' THEN 'inactive'
-                       WHEN a.statut <> 'ACTIF'
-                            OR ({managed}) IS DISTINCT FROM ({staged})
-                            OR m.sets_signature <> coalesce(db_sig.value, 0) THEN 'changed'
-                       ELSE 'unchanged'
-                   END AS kind
-            FROM {a} m
-            LEFT JOIN qfdmo_acteur a ON a.identifiant_unique = m.identifiant_unique
-            LEFT JOIN db_sig ON db_sig.acteur_id = m.identifiant_unique
+            SELECT * FROM (
+                SELECT m.identifiant_unique,
+                       CASE
+                           WHEN a.identifiant_unique IS NULL THEN 'new'
+                           WHEN a.statut = 'INACTIF' THEN 'inactive'
+                           WHEN a.statut <> 'ACTIF'
+                                OR ({managed}) IS DISTINCT FROM ({staged})
+                                OR m.sets_signature <> coalesce(db_sig.value, 0) THEN 'changed'
+                       END AS kind
+                FROM {a} m
+                LEFT JOIN qfdmo_acteur a ON a.identifiant_unique = m.identifiant_unique
+                LEFT JOIN db_sig ON db_sig.acteur_id = m.identifiant_unique
+            ) staged
+            WHERE kind IS NOT NULL  -- unchanged acteurs are only counted
             UNION ALL
             SELECT a.identifiant_unique, 'to_deactivate'
             FROM qfdmo_acteur a
@@ -520,10 +558,10 @@ def _diff(cur: psycopg.Cursor, t: _Tables, source_codes: list[str] | tuple[str, 
         ),
         {"sources": list(source_codes)},
     )
-    # Lets apply() reach small kinds (a few changed acteurs) through the index.
-    cur.execute(_q("CREATE INDEX ON {d} (kind, identifiant_unique)", d=t.diff))
     cur.execute(_q("ANALYZE {d}", d=t.diff))
     counts = dict(cur.execute(_q("SELECT kind, count(*) FROM {d} GROUP BY kind", d=t.diff)).fetchall())
+    staged_count = cur.execute(_q("SELECT count(*) FROM {a}", a=t.acteurs)).fetchone()[0]
+    counts["unchanged"] = staged_count - sum(counts.get(k, 0) for k in ("new", "changed", "inactive"))
     active_before = cur.execute(
         "SELECT count(*) FROM qfdmo_acteur a JOIN qfdmo_source s ON s.id = a.source_id"
         " WHERE s.code = ANY(%s) AND a.statut = 'ACTIF'",
@@ -593,7 +631,7 @@ def apply(
                 "INSERT INTO qfdmo_acteur (identifiant_unique, {columns}, statut)"
                 " SELECT m.identifiant_unique, {staged_columns}, 'ACTIF'"
                 " FROM {m} m JOIN {d} d ON d.identifiant_unique = m.identifiant_unique"
-                " WHERE d.kind = 'new'",
+                " WHERE d.kind = 'new' ORDER BY m.identifiant_unique",
                 columns=columns,
                 staged_columns=staged_columns,
                 m=t.acteurs,
@@ -626,22 +664,29 @@ def apply(
         services_written = cur.rowcount
 
         written_set = _q("SELECT identifiant_unique FROM {d} WHERE kind IN ('new', 'changed')", d=t.diff)
-        # Ids drawn up front so sous-catégories join staging tables, not the live table.
+        # Ids drawn up front (in key order, so both PS indexes grow at their right end)
+        # and kept in staging: sous-catégories then join two staging tables.
+        cur.execute(_q("DROP TABLE IF EXISTS {n}", n=t.new_propositions))
         cur.execute(
             _q(
-                "CREATE TEMPORARY TABLE carte_new_ps ON COMMIT DROP AS"
-                " SELECT nextval(pg_get_serial_sequence('qfdmo_propositionservice', 'id'))::int"
-                "   AS id, identifiant_unique, action_id"
+                "CREATE UNLOGGED TABLE {n} AS"
+                " SELECT nextval(pg_get_serial_sequence('qfdmo_propositionservice', 'id'))::int AS id,"
+                "   identifiant_unique, action_id"
                 " FROM (SELECT DISTINCT p.identifiant_unique, p.action_id FROM {p} p"
-                "       WHERE p.identifiant_unique IN ({written_set})) x",
+                "       WHERE p.identifiant_unique IN ({written_set})"
+                "       ORDER BY 1, 2) x",
+                n=t.new_propositions,
                 p=t.propositions,
                 written_set=written_set,
             )
         )
-        cur.execute("ANALYZE carte_new_ps")
+        cur.execute(_q("ANALYZE {n}", n=t.new_propositions))
         cur.execute(
-            "INSERT INTO qfdmo_propositionservice (id, acteur_id, action_id)"
-            " SELECT id, identifiant_unique, action_id FROM carte_new_ps"
+            _q(
+                "INSERT INTO qfdmo_propositionservice (id, acteur_id, action_id)"
+                " SELECT id, identifiant_unique, action_id FROM {n}",
+                n=t.new_propositions,
+            )
         )
         ps_written += cur.rowcount
         cur.execute(
@@ -649,13 +694,14 @@ def apply(
                 "INSERT INTO qfdmo_propositionservice_sous_categories"
                 " (propositionservice_id, souscategorieobjet_id)"
                 " SELECT n.id, p.souscategorie_id FROM {p} p"
-                " JOIN carte_new_ps n"
-                "   ON n.identifiant_unique = p.identifiant_unique AND n.action_id = p.action_id"
+                " JOIN {n} n ON n.identifiant_unique = p.identifiant_unique AND n.action_id = p.action_id"
                 " WHERE p.souscategorie_id IS NOT NULL",
                 p=t.propositions,
+                n=t.new_propositions,
             )
         )
         psc_written += cur.rowcount
+        cur.execute(_q("DROP TABLE {n}", n=t.new_propositions))
         cur.execute(
             _q(
                 "INSERT INTO qfdmo_acteur_labels (acteur_id, labelqualite_id)"
@@ -683,10 +729,25 @@ def apply(
         if row_checks:
             # Deferred foreign keys are checked here, still inside the transaction.
             cur.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        # After a bulk load, autovacuum may not have analysed the tables before the next
+        # run plans its diff; stale "empty table" estimates lead to nested loops over 500k rows.
+        cur.execute("SET LOCAL default_statistics_target = 30")
+        for table, key_columns in _STATISTICS_COLUMNS.items():
+            if written.get(table, 0) >= ANALYZE_THRESHOLD:
+                cur.execute(f"ANALYZE {table} ({key_columns})")
     seconds = time.perf_counter() - started
     log.info("carte apply %s: %s in %.1fs", run_key, written, seconds)
     return ApplyResult(diff=result, rows_written=written, seconds=seconds)
 
+
+ANALYZE_THRESHOLD = 10_000
+_STATISTICS_COLUMNS = {
+    "qfdmo_acteur": "identifiant_unique, source_id, statut",
+    "qfdmo_propositionservice": "id, acteur_id",
+    "qfdmo_propositionservice_sous_categories": "propositionservice_id",
+    "qfdmo_acteur_labels": "acteur_id",
+    "qfdmo_acteur_acteur_services": "acteur_id",
+}
 
 # Reference tables our rows point to; their rows are locked (FOR KEY SHARE) when
 # row-by-row foreign key checks are skipped, as each check would have done.
