@@ -5,7 +5,9 @@
 # Tasks reach the webserver app's execution API: set AIRFLOW__CORE__EXECUTION_API_SERVER_URL
 # (http://<webserver>/execution/) and the secrets shared with the webserver
 # (AIRFLOW__CORE__FERNET_KEY, AIRFLOW__API_AUTH__JWT_SECRET, AIRFLOW__API__SECRET_KEY).
-# Nothing secret here: every secret comes from the app's environment at run time.
+# Nothing secret here: every secret comes from the app's environment at run time. No default
+# ENVIRONMENT either: an app deployed without it refuses to start instead of running as
+# development (which skips the production checks).
 FROM apache/airflow:3.3.2-python3.11
 
 # Runtime dependencies from the hash-checked lock (boto3 included: the DAG sync uses it).
@@ -21,8 +23,7 @@ RUN grep -v -e '^--extra-index-url file:' -e '^--find-links' /tmp/airflow-requir
 # Parallelism bounds the LocalExecutor's worker processes (and the memory they hold).
 # Tasks call the webserver app through CleverCloud's proxy, and a freshly started api-server
 # answers its first execution-API calls slowly: 30 s per call instead of Airflow's 5 s.
-ENV ENVIRONMENT=development \
-    AIRFLOW__CORE__EXECUTOR=LocalExecutor \
+ENV AIRFLOW__CORE__EXECUTOR=LocalExecutor \
     AIRFLOW__CORE__PARALLELISM=4 \
     AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT=30 \
     QFDMO_DATA_DIR=/opt/airflow/data \

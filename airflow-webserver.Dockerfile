@@ -2,7 +2,9 @@
 # the scheduler app's tasks call. One CleverCloud Docker app per environment
 # (CC_DOCKERFILE=airflow-webserver.Dockerfile); also the `airflow-webserver` and
 # `airflow-init` services of docker-compose.yml.
-# Nothing secret here: every secret comes from the app's environment at run time.
+# Nothing secret here: every secret comes from the app's environment at run time. No default
+# ENVIRONMENT either: an app deployed without it refuses to start instead of running as
+# development (which skips the production checks).
 FROM apache/airflow:3.3.2-python3.11
 
 # Runtime dependencies from the hash-checked lock. Its index/find-links lines point at the
@@ -12,8 +14,7 @@ RUN grep -v -e '^--extra-index-url file:' -e '^--find-links' /tmp/airflow-requir
     && pip install --no-cache-dir --require-hashes -r /tmp/requirements.txt \
     && rm -f /tmp/airflow-requirements.txt /tmp/requirements.txt
 
-ENV ENVIRONMENT=development \
-    AIRFLOW__CORE__EXECUTOR=LocalExecutor \
+ENV AIRFLOW__CORE__EXECUTOR=LocalExecutor \
     AIRFLOW__CORE__LOAD_EXAMPLES=False \
     AIRFLOW__CORE__DAGS_FOLDER=/opt/airflow/dags \
     PYTHONPATH=/opt/airflow/dags

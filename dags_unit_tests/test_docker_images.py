@@ -78,6 +78,8 @@ def test_no_secret_is_baked_into_the_image(dockerfile: str) -> None:
     assert [name for name in names if SECRET_WORDS.search(name)] == []
     text = (REPO / dockerfile).read_text()
     assert "devonly" not in text and "minioadmin" not in text
+    # Without ENVIRONMENT the entrypoints refuse to start; a default would skip the prod checks.
+    assert "ENVIRONMENT" not in names
 
 
 def test_entrypoints_exist_and_are_executable() -> None:
