@@ -326,3 +326,21 @@ def test_metadata_db_comes_from_the_clevercloud_postgresql_addon(fake_env: dict[
     del env["POSTGRESQL_ADDON_URI"]
     result = run(WEBSERVER, "check", env=env)
     assert result.returncode == 1 and "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN n'est pas défini" in result.stderr
+
+
+def test_protected_environment_refuses_a_passwords_file_with_the_development_credentials(
+    fake_env: dict[str, str], tmp_path: Path
+) -> None:
+    passwords = tmp_path / "passwords.json"
+    passwords.write_text(json.dumps({"airflow": "airflow"}))
+    env = {
+        **fake_env,
+        **REAL_SECRETS,
+        "ENVIRONMENT": "prod",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+    }
+    result = run(WEBSERVER, "check", env=env)
+    assert result.returncode == 1
+    assert "identifiants de développement (airflow/airflow)" in result.stderr
+    passwords.write_text(json.dumps({"admin-qfdmo": "Xk9-long-real-pass"}))
+    assert run(WEBSERVER, "check", env=env).returncode == 0

@@ -99,6 +99,16 @@ preflight_check() {
                 problems+=("Le compte '$user' utilise les identifiants de développement (airflow/airflow): choisissez un vrai mot de passe dans _AIRFLOW_WWW_USER_PASSWORD.")
             fi
         fi
+        # A passwords file provided some other way (volume, image) is held to the same rule.
+        local passwords_file=${AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE:-${AIRFLOW_HOME:-/opt/airflow}/simple_auth_manager_passwords.json}
+        if ! is_true "${_AIRFLOW_WWW_USER_CREATE:-false}" && [[ -r "$passwords_file" ]] &&
+            python3 -c '
+import json, sys
+passwords = json.load(open(sys.argv[1], encoding="utf-8"))
+sys.exit(0 if any(pw == "airflow" or pw == user for user, pw in passwords.items()) else 1)
+' "$passwords_file" 2>/dev/null; then
+            problems+=("$passwords_file contient les identifiants de développement (airflow/airflow): changez ce mot de passe.")
+        fi
         if is_true "${AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS:-false}"; then
             problems+=("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS désactive l'authentification: interdit en $environment.")
         fi
