@@ -37,8 +37,8 @@ bench: venv
 
 ## Recompiles both lock files (runtime, then dev constrained by runtime).
 lock: venv
-	$(VENV)/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras -o airflow-requirements.txt airflow-requirements.in
-	$(VENV)/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras -o dev-requirements.txt dev-requirements.in
+	$(VENV)/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links -o airflow-requirements.txt airflow-requirements.in
+	$(VENV)/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links -o dev-requirements.txt dev-requirements.in
 
 ## Deletes the local stack's state (databases, S3 objects, Airflow home). The stack must be stopped.
 clean-local: down

@@ -11,12 +11,9 @@
 FROM apache/airflow:3.3.2-python3.11
 
 # Runtime dependencies from the hash-checked lock (boto3 included: the DAG sync uses it).
-# Its index/find-links lines point at the package mirrors of the machine that compiled it,
-# so they are dropped and PyPI is used.
 COPY --chown=airflow:root airflow-requirements.txt /tmp/airflow-requirements.txt
-RUN grep -v -e '^--extra-index-url file:' -e '^--find-links' /tmp/airflow-requirements.txt > /tmp/requirements.txt \
-    && pip install --no-cache-dir --require-hashes -r /tmp/requirements.txt \
-    && rm -f /tmp/airflow-requirements.txt /tmp/requirements.txt
+RUN pip install --no-cache-dir --require-hashes -r /tmp/airflow-requirements.txt \
+    && rm -f /tmp/airflow-requirements.txt
 
 # CleverCloud only runs apps that answer HTTP on 8080: the scheduler's own health server
 # (GET /health -> 200 while its heartbeat is fresh, 503 otherwise) listens there.

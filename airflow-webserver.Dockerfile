@@ -7,12 +7,10 @@
 # development (which skips the production checks).
 FROM apache/airflow:3.3.2-python3.11
 
-# Runtime dependencies from the hash-checked lock. Its index/find-links lines point at the
-# package mirrors of the machine that compiled it, so they are dropped and PyPI is used.
+# Runtime dependencies from the hash-checked lock.
 COPY --chown=airflow:root airflow-requirements.txt /tmp/airflow-requirements.txt
-RUN grep -v -e '^--extra-index-url file:' -e '^--find-links' /tmp/airflow-requirements.txt > /tmp/requirements.txt \
-    && pip install --no-cache-dir --require-hashes -r /tmp/requirements.txt \
-    && rm -f /tmp/airflow-requirements.txt /tmp/requirements.txt
+RUN pip install --no-cache-dir --require-hashes -r /tmp/airflow-requirements.txt \
+    && rm -f /tmp/airflow-requirements.txt
 
 ENV AIRFLOW__CORE__EXECUTOR=LocalExecutor \
     AIRFLOW__CORE__LOAD_EXAMPLES=False \
