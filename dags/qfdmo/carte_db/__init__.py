@@ -7,36 +7,28 @@ Public API (see each module's docstring):
 - column order of the normalised run files and a COPY writer   (staging_format.py)
 """
 
-from qfdmo.carte_db.ingest import (
-    ApplyResult,
-    DiffResult,
-    StageResult,
-    StagingError,
-    apply,
-    diff,
-    drop_staging,
-    stage,
-)
-from qfdmo.carte_db.migrate import migrate
-from qfdmo.carte_db.reference import (
-    ReferenceCodes,
-    load_reference_codes,
-    load_reference_data,
-    reference_codes_from_files,
-)
+# Names are imported on first use (PEP 562): importing the staging format or the reference
+# codes must not pull psycopg and the ingestion SQL into DAG parsing.
 
-__all__ = [
-    "ApplyResult",
-    "DiffResult",
-    "ReferenceCodes",
-    "StageResult",
-    "StagingError",
-    "apply",
-    "diff",
-    "drop_staging",
-    "load_reference_codes",
-    "load_reference_data",
-    "migrate",
-    "reference_codes_from_files",
-    "stage",
-]
+from __future__ import annotations
+
+from qfdmo import lazy_exports
+
+_EXPORTS = {
+    "ApplyResult": "qfdmo.carte_db.ingest",
+    "DiffResult": "qfdmo.carte_db.ingest",
+    "ReferenceCodes": "qfdmo.carte_db.reference",
+    "StageResult": "qfdmo.carte_db.ingest",
+    "StagingError": "qfdmo.carte_db.ingest",
+    "apply": "qfdmo.carte_db.ingest",
+    "diff": "qfdmo.carte_db.ingest",
+    "drop_staging": "qfdmo.carte_db.ingest",
+    "load_reference_codes": "qfdmo.carte_db.reference",
+    "load_reference_data": "qfdmo.carte_db.reference",
+    "migrate": "qfdmo.carte_db.migrate",
+    "reference_codes_from_files": "qfdmo.carte_db.reference",
+    "stage": "qfdmo.carte_db.ingest",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -1,25 +1,25 @@
 """Source declarations and the normalisation of their feeds (step 3 of a source DAG)."""
 
-from qfdmo.sources.declaration import DeclarationError, SourceDeclaration, load_declarations
-from qfdmo.sources.mapping import MappingError, ProductMapping, load_mapping
-from qfdmo.sources.normalisation import (
-    ConfigurationError,
-    NormalisationContext,
-    check_configuration,
-    normalise,
-)
-from qfdmo.sources.report import NormalisationReport
+# Names are imported on first use (PEP 562): DAG files import the declarations at parse
+# time and must not pay for the normalisation rules or psycopg.
 
-__all__ = [
-    "ConfigurationError",
-    "DeclarationError",
-    "MappingError",
-    "NormalisationContext",
-    "NormalisationReport",
-    "ProductMapping",
-    "SourceDeclaration",
-    "check_configuration",
-    "load_declarations",
-    "load_mapping",
-    "normalise",
-]
+from __future__ import annotations
+
+from qfdmo import lazy_exports
+
+_EXPORTS = {
+    "ConfigurationError": "qfdmo.sources.normalisation",
+    "DeclarationError": "qfdmo.sources.declaration",
+    "MappingError": "qfdmo.sources.mapping",
+    "NormalisationContext": "qfdmo.sources.normalisation",
+    "NormalisationReport": "qfdmo.sources.report",
+    "ProductMapping": "qfdmo.sources.mapping",
+    "SourceDeclaration": "qfdmo.sources.declaration",
+    "check_configuration": "qfdmo.sources.normalisation",
+    "load_declarations": "qfdmo.sources.declaration",
+    "load_mapping": "qfdmo.sources.mapping",
+    "normalise": "qfdmo.sources.normalisation",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
