@@ -132,14 +132,13 @@ def build_source_dag(declaration: SourceDeclaration):
     def source_dag() -> None:
         @task(task_id=DOWNLOAD)
         def download(**context: Any) -> dict[str, Any]:
-            from qfdmo.feeds import FeedError
+            from qfdmo.feeds import EmptyFeedError
             from qfdmo.pipeline import steps
 
             try:
                 return steps.download(declaration, context["params"]["endpoint_url"], _run_dir(context))
-            except FeedError as exc:
-                if "no rows" in str(exc):
-                    _fail(str(exc))
+            except EmptyFeedError as exc:
+                _fail(str(exc))
                 raise
 
         @task(task_id=NORMALISE)

@@ -1,6 +1,6 @@
 """Partner feeds: one HTTP client (timeouts, retries) and the readers of each API format."""
 
-from qfdmo.feeds.http import FeedError, HttpClient, RetryPolicy, redact_url
+from qfdmo.feeds.http import EmptyFeedError, FeedError, HttpClient, RetryPolicy, redact_url
 from qfdmo.feeds.readers import (
     DownloadResult,
     datafair_dataset_url,
@@ -13,6 +13,7 @@ from qfdmo.feeds.readers import (
 
 __all__ = [
     "DownloadResult",
+    "EmptyFeedError",
     "FeedError",
     "HttpClient",
     "RetryPolicy",

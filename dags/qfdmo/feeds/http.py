@@ -30,6 +30,10 @@ class FeedError(RuntimeError):
     """A feed could not be read (after retries), or answered something unusable."""
 
 
+class EmptyFeedError(FeedError):
+    """The feed answered, with no rows: never read as "every acteur left" (retrying will not help)."""
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     attempts: int = 6  # total tries, first one included

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from qfdmo.feeds.http import FeedError, HttpClient, redact_url
+from qfdmo.feeds.http import EmptyFeedError, FeedError, HttpClient, redact_url
 
 DATAFAIR_PAGE_SIZE = 10_000
 ARTISANAT_PAGE_SIZE = 100  # the explore API's maximum `limit`
@@ -230,7 +230,9 @@ def download(
                 size += len(line) + 1
         total = pages.total[0] if pages.total else None
         if n_pages == 0 or total == 0:
-            raise FeedError(f"the feed {redact_url(url)} returned no rows: refusing to treat it as 'every acteur left'")
+            raise EmptyFeedError(
+                f"the feed {redact_url(url)} returned no rows: refusing to treat it as 'every acteur left'"
+            )
         if fmt == "sinoe":
             nomenclature = read_sinoe_nomenclature(client, datafair_dataset_url(url, nomenclature_dataset))
             nomenclature_file = run_dir / "nomenclature.json"
