@@ -495,3 +495,40 @@ def test_requests_are_signed_correctly(authenticating_s3, tmp_path, signed_get_m
     assert wrong.returncode == 1 and "SignatureDoesNotMatch" in wrong.stderr
     for output in (result.stdout + result.stderr, wrong.stdout + wrong.stderr):
         assert key_id not in output and secret not in output
+
+
+def test_first_run_converts_a_directory_that_cannot_be_renamed(bucket, image_folder, monkeypatch, capsys):
+    """On overlayfs a directory of a lower image layer cannot be renamed (EXDEV): convert by copy."""
+    import errno
+    import sys
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import dags_sync
+    finally:
+        sys.path.remove(str(REPO / "scripts"))
+    bucket.put("a.py", "A = 1\n")
+    real_rename = os.rename
+
+    def rename(src, dst, *args, **kwargs):
+        if Path(src) == image_folder:
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        return real_rename(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(dags_sync, "_renameat2_exchange", lambda src, dst: False)
+    monkeypatch.setattr(dags_sync.os, "rename", rename)
+    settings = dags_sync.Settings.from_env(sync_env(bucket, image_folder))
+
+    summary = dags_sync.sync(settings)
+
+    assert summary.added == ["a.py"] and summary.deleted == ["baked_in_old.py"]
+    assert image_folder.is_symlink()
+    assert tree(image_folder) == {
+        "a.py": "A = 1\n",
+        "download_dags.py": "# the image's download DAG\n",
+        ".env": "LOCAL_ONLY=1\n",
+        ".env.template": "LOCAL_ONLY=\n",
+    }
+    assert "converted by copy" in capsys.readouterr().err
+    initial = [p for p in (image_folder.parent / ".dags.releases").iterdir() if p.name.endswith("-initial")]
+    assert len(initial) == 1 and (initial[0] / "baked_in_old.py").exists()

@@ -488,9 +488,32 @@ def switch_symlink(layout: Layout, release: str, initial_release: str) -> None:
 
             shutil.move(tmp_link, layout.releases_dir / initial_release)
             return
-        # No renameat2 (other kernel/filesystem): a window of microseconds without the folder.
-        os.rename(folder, layout.releases_dir / initial_release)
+        try:
+            # No renameat2 (other kernel/filesystem): a window of microseconds without the folder.
+            os.rename(folder, layout.releases_dir / initial_release)
+        except OSError as exc:
+            _replace_unmovable_directory(folder, layout.releases_dir / initial_release, exc)
     os.replace(tmp_link, folder)
+
+
+def _replace_unmovable_directory(folder: Path, keep_as: Path, error: OSError) -> None:
+    """Copy, then delete a DAG folder that cannot be renamed, so the symlink can take its place.
+
+    Happens once, on the first sync: e.g. a directory of a lower image layer on overlayfs (rename
+    gives EXDEV). Not atomic, which is why the images run a first sync before the dag-processor
+    starts. A mount point cannot be deleted: that configuration is refused with a message.
+    """
+    import shutil
+
+    if os.path.ismount(folder):
+        raise SyncError(
+            f"{folder} is a mount point: it cannot become a symlink to a release. Mount the volume on its "
+            "parent (or elsewhere) and point AIRFLOW__CORE__DAGS_FOLDER below it.",
+            EXIT_CONFIG,
+        ) from error
+    print(f"dags sync: first run, {folder} cannot be renamed ({error.strerror}): converted by copy", file=sys.stderr)
+    shutil.copytree(folder, keep_as, symlinks=True)
+    shutil.rmtree(folder)
 
 
 def prune_releases(layout: Layout, keep: Iterable[str]) -> None:
