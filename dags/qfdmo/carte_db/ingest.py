@@ -631,7 +631,7 @@ def apply(
                 "INSERT INTO qfdmo_acteur (identifiant_unique, {columns}, statut)"
                 " SELECT m.identifiant_unique, {staged_columns}, 'ACTIF'"
                 " FROM {m} m JOIN {d} d ON d.identifiant_unique = m.identifiant_unique"
-                " WHERE d.kind = 'new' ORDER BY m.identifiant_unique",
+                " WHERE d.kind = 'new'",
                 columns=columns,
                 staged_columns=staged_columns,
                 m=t.acteurs,
@@ -664,20 +664,22 @@ def apply(
         services_written = cur.rowcount
 
         written_set = _q("SELECT identifiant_unique FROM {d} WHERE kind IN ('new', 'changed')", d=t.diff)
-        # Ids drawn up front (in key order, so both PS indexes grow at their right end)
-        # and kept in staging: sous-catégories then join two staging tables.
+        # Ids drawn up front and kept in staging: sous-catégories then join two staging
+        # tables instead of looking up the live table's (acteur_id, action_id) index.
         cur.execute(_q("DROP TABLE IF EXISTS {n}", n=t.new_propositions))
+        # Resolved once: pg_get_serial_sequence() inside the query would run for every row.
+        sequence = cur.execute("SELECT pg_get_serial_sequence('qfdmo_propositionservice', 'id')").fetchone()[0]
         cur.execute(
             _q(
                 "CREATE UNLOGGED TABLE {n} AS"
-                " SELECT nextval(pg_get_serial_sequence('qfdmo_propositionservice', 'id'))::int AS id,"
+                " SELECT nextval({sequence}::regclass)::int AS id,"
                 "   identifiant_unique, action_id"
                 " FROM (SELECT DISTINCT p.identifiant_unique, p.action_id FROM {p} p"
-                "       WHERE p.identifiant_unique IN ({written_set})"
-                "       ORDER BY 1, 2) x",
+                "       WHERE p.identifiant_unique IN ({written_set})) x",
                 n=t.new_propositions,
                 p=t.propositions,
                 written_set=written_set,
+                sequence=sql.Literal(sequence),
             )
         )
         cur.execute(_q("ANALYZE {n}", n=t.new_propositions))
