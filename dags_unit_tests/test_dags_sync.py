@@ -532,3 +532,53 @@ def test_first_run_converts_a_directory_that_cannot_be_renamed(bucket, image_fol
     assert "converted by copy" in capsys.readouterr().err
     initial = [p for p in (image_folder.parent / ".dags.releases").iterdir() if p.name.endswith("-initial")]
     assert len(initial) == 1 and (initial[0] / "baked_in_old.py").exists()
+
+
+def test_a_second_sync_while_one_runs_exits_75(bucket, image_folder):
+    import fcntl
+
+    bucket.put("a.py", "A = 1\n")
+    assert run_sync(bucket, image_folder).returncode == 0
+    lock = os.open(image_folder.parent / ".dags.releases" / "lock", os.O_RDWR)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        result = run_sync(bucket, image_folder)
+    finally:
+        os.close(lock)
+    assert result.returncode == 75 and "another sync is running" in result.stderr
+
+
+def test_multipart_objects_whose_etag_is_not_an_md5(bucket, image_folder, tmp_path):
+    """Without manifest, a multipart object is verified by its md5 metadata, then tracked by ETag."""
+    from boto3.s3.transfer import TransferConfig
+
+    big = tmp_path / "big_module.py"
+    big.write_bytes(b"# padding\n" * 600_000)  # 6 MB: two parts of 5 MB
+    md5 = hashlib.md5(big.read_bytes()).hexdigest()
+    bucket.client.upload_file(
+        str(big),
+        bucket.name,
+        f"{bucket.prefix}pkg/big_module.py",
+        ExtraArgs={"Metadata": {"md5": md5}},
+        Config=TransferConfig(multipart_threshold=5 * 1024 * 1024, multipart_chunksize=5 * 1024 * 1024),
+    )
+    etag = bucket.client.head_object(Bucket=bucket.name, Key=f"{bucket.prefix}pkg/big_module.py")["ETag"]
+    assert "-" in etag  # a multipart ETag, not an MD5
+
+    first = run_sync(bucket, image_folder)
+    assert first.returncode == 0, first.stderr
+    assert hashlib.md5((image_folder / "pkg/big_module.py").read_bytes()).hexdigest() == md5
+    again = run_sync(bucket, image_folder)
+    assert again.returncode == 0 and "added 0, changed 0, deleted 0, unchanged 1" in again.stdout
+
+    # A multipart object whose md5 metadata disagrees with its content is never published.
+    bucket.client.upload_file(
+        str(big),
+        bucket.name,
+        f"{bucket.prefix}pkg/other.py",
+        ExtraArgs={"Metadata": {"md5": "0" * 32}},
+        Config=TransferConfig(multipart_threshold=5 * 1024 * 1024, multipart_chunksize=5 * 1024 * 1024),
+    )
+    bad = run_sync(bucket, image_folder, DAGS_SYNC_MANIFEST_RETRIES="0")
+    assert bad.returncode == 75 and "does not match its MD5" in bad.stderr
+    assert not (image_folder / "pkg/other.py").exists()

@@ -24,7 +24,9 @@ the sync retries briefly and then exits with EXIT_DEPLOY_IN_PROGRESS (the next r
 Exit codes: 0 ok, 1 S3 or disk failure (last good tree kept), 2 configuration error,
 3 some keys refused (the rest was published), 75 deploy in progress or another sync running.
 
-Heavy imports (boto3) are deferred so that the no-op sync stays cheap.
+Speed: heavy imports are deferred; the listing, the manifest and small change sets go through
+SignedS3 (botocore's SigV4 signer, standard-library HTTP and XML), and only bulk downloads build a
+boto3 client. A no-op sync of 1,000 files thus costs about half an `aws s3 sync` (bench/dags_sync.py).
 """
 
 from __future__ import annotations
