@@ -341,6 +341,12 @@ def test_acteurs_of_other_sources_are_rejected(conn, tmp_path):
         stage(conn, "t", write_run(tmp_path / "r1", feed), SOURCES)
 
 
+def test_two_acteurs_with_the_same_partner_id_fail_clearly(conn, tmp_path):
+    feed = [acteur(1), acteur(2, identifiant_externe="PAV-1")]
+    with pytest.raises(StagingError, match="refashion/'PAV-1' x2"):
+        stage(conn, "t", write_run(tmp_path / "r1", feed), SOURCES)
+
+
 def test_values_too_long_fail_clearly(conn, tmp_path):
     with pytest.raises(StagingError, match="code_postal > 10"):
         stage(conn, "t", write_run(tmp_path / "r1", [acteur(1, code_postal="75002 PARIS CEDEX")]), SOURCES)

@@ -465,6 +465,22 @@ def _check(cur: psycopg.Cursor, t: _Tables, source_codes: list[str] | tuple[str,
         )
         problems.append(f"unknown {column}: " + ", ".join(f"{v!r} x{n}" for v, n in cur.fetchall()))
 
+    # qfdmo_acteur allows one ACTIF acteur per (source, identifiant_externe): say which ones
+    # collide instead of failing later on the unique index.
+    cur.execute(
+        _q(
+            "SELECT source_code, identifiant_externe, count(*) FROM {a}"
+            " GROUP BY source_code, identifiant_externe HAVING count(*) > 1 ORDER BY 3 DESC, 1, 2 LIMIT 5",
+            a=t.acteurs,
+        )
+    )
+    collisions = cur.fetchall()
+    if collisions:
+        problems.append(
+            "several identifiant_unique share a (source, identifiant_externe): "
+            + ", ".join(f"{src}/{ext!r} x{n}" for src, ext, n in collisions)
+        )
+
     # Propositions, labels or services of an identifiant_unique that has no acteur line.
     orphans = cur.execute(
         _q(
