@@ -365,3 +365,27 @@ def test_two_runs_of_the_same_sources_do_not_interleave(conn, carte_dsn, tmp_pat
     assert done.is_set()
     with psycopg.connect(carte_dsn) as check:
         assert check.execute("SELECT count(*) FROM qfdmo_acteur").fetchone() == (1,)
+
+
+def test_apply_without_superuser_checks_foreign_keys_row_by_row(conn, carte_dsn, tmp_path, caplog):
+    """A role that may not set session_replication_role still applies (regular FK triggers)."""
+    role = "carte_writer_test"
+    conn.execute(f"DROP ROLE IF EXISTS {role}")
+    conn.execute(f"CREATE ROLE {role} LOGIN")
+    try:
+        dbname = conn.info.dbname
+        conn.execute(f'GRANT CREATE ON DATABASE "{dbname}" TO {role}')
+        conn.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}")
+        conn.execute(f"GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {role}")
+        dsn = psycopg.conninfo.make_conninfo(carte_dsn, user=role)
+        with psycopg.connect(dsn, autocommit=True) as writer:
+            staged, applied = run(writer, write_run(tmp_path / "r1", [acteur(1), acteur(2, labels=["ess"])]))
+            assert applied.rows_written["qfdmo_acteur"] == 2
+            staged, applied = run(writer, write_run(tmp_path / "r2", [acteur(1, nom="Changé")]), key="t2")
+            assert (applied.diff.changed, applied.diff.to_deactivate) == (1, 1)
+        assert "foreign keys checked row by row" in caplog.text
+        assert dict(conn.execute("SELECT identifiant_unique, statut FROM qfdmo_acteur")) == {
+            "refashion_PAV-1": "ACTIF", "refashion_PAV-2": "SUPPRIME"}
+    finally:
+        conn.execute(f"DROP OWNED BY {role} CASCADE")
+        conn.execute(f"DROP ROLE {role}")
