@@ -192,6 +192,7 @@ def test_changed_acteurs_are_updated_and_their_sets_replaced(conn, tmp_path):
     staged, applied = run(conn, write_run(tmp_path / "r2", feed), key="t2")
     assert (staged.diff.changed, staged.diff.unchanged) == (4, 1)
     assert sorted(staged.diff.examples["changed"]) == [f"refashion_PAV-{n}" for n in range(1, 5)]
+    assert staged.diff.changed_columns == {"nom": 1, "location": 1, "sets_only": 2}
     assert applied.rows_written["qfdmo_acteur"] == 4
     assert applied.rows_written["qfdmo_propositionservice"] == 8  # 4 deleted + 4 inserted
     rows = dict(conn.execute("SELECT identifiant_unique, (nom, naf_principal, commentaires)::text FROM qfdmo_acteur"))
@@ -237,6 +238,7 @@ def test_acteurs_absent_from_the_feed_are_deactivated_then_reactivated(conn, tmp
     # Back in the feed: reactivated, counted as changed.
     staged, applied = run(conn, write_run(tmp_path / "r4", feed), key="t4")
     assert (staged.diff.changed, staged.diff.unchanged, staged.diff.new) == (1, 3, 0)
+    assert staged.diff.changed_columns == {"reactivated": 1}
     assert conn.execute("SELECT statut FROM qfdmo_acteur WHERE identifiant_unique = 'refashion_PAV-4'"
                         ).fetchone() == ("ACTIF",)
 

@@ -115,6 +115,9 @@ class DiffResult:
     to_deactivate: int
     active_before: int
     examples: dict[str, list[str]] = field(default_factory=dict)
+    # For changed acteurs: how many differ on each column ("sets" = propositions, labels or
+    # services; "reactivated" = SUPPRIME in the database).
+    changed_columns: dict[str, int] = field(default_factory=dict)
 
     @property
     def deactivation_share(self) -> float:
@@ -131,6 +134,7 @@ class DiffResult:
             "active_before": self.active_before,
             "deactivation_share": round(self.deactivation_share, 4),
             "examples": self.examples,
+            "changed_columns": self.changed_columns,
         }
 
 
@@ -509,14 +513,8 @@ def diff(
 
 
 def _diff(cur: psycopg.Cursor, t: _Tables, source_codes: list[str] | tuple[str, ...] | frozenset[str]) -> DiffResult:
-    managed = sql.SQL(", ").join(
-        sql.SQL("a.{}").format(sql.Identifier(c)) if c != "location" else sql.SQL("a.location::bytea")
-        for c in MANAGED_COLUMNS
-    )
-    staged = sql.SQL(", ").join(
-        sql.SQL("m.{}").format(sql.Identifier(c)) if c != "location" else sql.SQL("m.location::bytea")
-        for c in MANAGED_COLUMNS
-    )
+    managed = _column_list("a")
+    staged = _column_list("m")
     cur.execute(_q("DROP TABLE IF EXISTS {d}", d=t.diff))
     # One row per new/changed/inactive staged acteur and per ACTIF acteur of the sources
     # that left the feed.
@@ -599,6 +597,53 @@ def _diff(cur: psycopg.Cursor, t: _Tables, source_codes: list[str] | tuple[str, 
         to_deactivate=counts.get("to_deactivate", 0),
         active_before=active_before,
         examples=examples,
+        changed_columns=_changed_columns(cur, t) if counts.get("changed") else {},
+    )
+
+
+def _changed_columns(cur: psycopg.Cursor, t: _Tables) -> dict[str, int]:
+    """Per-column counts over the changed acteurs, for the run report and the approval form."""
+    per_column = [
+        sql.SQL("count(*) FILTER (WHERE a.{c} IS DISTINCT FROM m.{c})").format(c=sql.Identifier(c))
+        if c != "location"
+        else sql.SQL("count(*) FILTER (WHERE a.location::bytea IS DISTINCT FROM m.location::bytea)")
+        for c in MANAGED_COLUMNS
+    ]
+    row = cur.execute(
+        _q(
+            "SELECT {per_column}, count(*) FILTER (WHERE a.statut = 'SUPPRIME') FROM {d} d"
+            " JOIN {a} m ON m.identifiant_unique = d.identifiant_unique"
+            " JOIN qfdmo_acteur a ON a.identifiant_unique = d.identifiant_unique"
+            " WHERE d.kind = 'changed'",
+            per_column=sql.SQL(", ").join(per_column),
+            d=t.diff,
+            a=t.acteurs,
+        )
+    ).fetchone()
+    counts = dict(zip((*MANAGED_COLUMNS, "reactivated"), row, strict=True))
+    changed = cur.execute(_q("SELECT count(*) FROM {d} WHERE kind = 'changed'", d=t.diff)).fetchone()[0]
+    # Changed acteurs whose columns and statut are all equal differ by their sets only; others may too.
+    scalar_changed = cur.execute(
+        _q(
+            "SELECT count(*) FROM {d} d JOIN {a} m ON m.identifiant_unique = d.identifiant_unique"
+            " JOIN qfdmo_acteur a ON a.identifiant_unique = d.identifiant_unique"
+            " WHERE d.kind = 'changed' AND (a.statut <> 'ACTIF' OR ({managed}) IS DISTINCT FROM ({staged}))",
+            d=t.diff,
+            a=t.acteurs,
+            managed=_column_list("a"),
+            staged=_column_list("m"),
+        )
+    ).fetchone()[0]
+    counts["sets_only"] = changed - scalar_changed
+    return {k: v for k, v in counts.items() if v}
+
+
+def _column_list(alias: str) -> sql.Composable:
+    return sql.SQL(", ").join(
+        sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(c))
+        if c != "location"
+        else sql.SQL("{}.location::bytea").format(sql.Identifier(alias))
+        for c in MANAGED_COLUMNS
     )
 
 
