@@ -29,6 +29,13 @@ signatures (XOR of hashes of (action), (action, sous-catégorie), label and
 service ids), computed on both sides in SQL. A SUPPRIME acteur present again is
 changed (reactivated). Columns the feed does not carry (nom_officiel,
 naf_principal, commentaires, siret_is_closed, action_principale_id) are kept.
+``DiffResult.changed_columns`` counts the changed acteurs per differing column.
+
+``ApplyResult.rows_written`` counts, per qfdmo table, rows inserted, updated or
+deleted (replaced sets count their deletions too): all zeros on an unchanged
+re-run. When the role may set ``session_replication_role``, per-row foreign key
+triggers are replaced by set-based guarantees (see _skip_row_by_row_fk_checks);
+the schema's constraints themselves (unique, check, not null) always apply.
 """
 
 from __future__ import annotations
