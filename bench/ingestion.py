@@ -125,7 +125,7 @@ def main() -> int:
         # The feed server runs in its own process and renders its pages before answering, as a real
         # portal serves them from an index: what is timed is our side of the wire.
         server = subprocess.Popen(
-            [sys.executable, "-m", "fakes.feed_server", "--generate-pointsapport", str(args.rows),
+            [sys.executable, "-m", "fakes", "--generate-pointsapport", str(args.rows),
              "--prerender", "10000"],
             cwd=REPO / "dags_unit_tests",
             stdout=subprocess.PIPE,

@@ -10,17 +10,15 @@ Datasets are swapped while the server runs (`set_dataset`) to play changed or tr
 failures are injected (`fail_next`: N answers 503 or 429 before the normal one). A dataset is a list
 of rows or a `GeneratedRows` (count + row factory) so a 500,000-row feed needs no storage.
 
-Run standalone for the benchmark: `python -m fakes.feed_server --generate-pointsapport 500000`
-(from dags_unit_tests/) prints the dataset's lines URL and serves until killed.
+Run standalone for the benchmark: `python -m fakes --generate-pointsapport 500000` (from
+dags_unit_tests/) prints the dataset's lines URL and serves until killed.
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import hashlib
 import json
-import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -49,7 +47,7 @@ class GeneratedRows:
     # Optional: the line with its system fields as JSON text, for speed (the benchmark's 500,000 rows).
     render: Callable[[int], str] | None = None
 
-    pages: dict[tuple[int, int], str] = field(default_factory=dict)
+    pages: dict[tuple[int, int], bytes] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return self.count
@@ -57,13 +55,13 @@ class GeneratedRows:
     def __getitem__(self, index: int) -> Row:
         return self.factory(index)
 
-    def rendered(self, start: int, end: int) -> str:
-        """Rows start..end-1 as the JSON text of a list's items."""
+    def rendered(self, start: int, end: int) -> bytes:
+        """Rows start..end-1 as the UTF-8 JSON text of a list's items."""
         cached = self.pages.get((start, end))
         if cached is not None:
             return cached
         assert self.render is not None
-        return ",".join(self.render(i) for i in range(start, end))
+        return ",".join(self.render(i) for i in range(start, end)).encode()
 
     def prerender(self, size: int) -> None:
         """Render every page of `size` rows now (the benchmark's server does it before being timed,
@@ -127,9 +125,8 @@ def _render_lines(
         if end < len(rows):
             after = {"after": _encode_cursor(end)}
             head["next"] = f"http://{host}{DATAFAIR_PREFIX}{dataset}/lines?{urlencode(next_query | after)}"
-        lines = rows.rendered(start, end)
-        text = json.dumps(head, ensure_ascii=False)[:-1] + f',"results":[{lines}]}}'
-        return text.encode(), end if end < len(rows) else None
+        body = b"".join((json.dumps(head).encode()[:-1], b',"results":[', rows.rendered(start, end), b"]}"))
+        return body, end if end < len(rows) else None
 
     total = len(rows) if not filters else sum(1 for i in range(len(rows)) if keep(rows[i]))
     results: list[Row] = []
@@ -312,6 +309,10 @@ class FeedServer:
         self._httpd.server_close()
         self._httpd.prefetcher.shutdown(wait=False, cancel_futures=True)
 
+    def wait(self) -> None:
+        """Block until the server stops (standalone use)."""
+        self._thread.join()
+
     def __enter__(self) -> FeedServer:
         return self.start()
 
@@ -336,29 +337,3 @@ class FeedServer:
     def requests_to(self, fragment: str) -> int:
         with self.state.lock:
             return sum(1 for path in self.state.requests if fragment in path)
-
-
-def main(argv: list[str] | None = None) -> None:
-    from fakes.generated import pointsapport_rows
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--generate-pointsapport", type=int, metavar="ROWS", required=True)
-    parser.add_argument("--dataset", default="donnees-eo-bench")
-    parser.add_argument("--prerender", type=int, metavar="SIZE", help="render pages of SIZE rows before serving")
-    args = parser.parse_args(argv)
-    server = FeedServer(args.port)
-    rows = pointsapport_rows(args.generate_pointsapport)
-    if args.prerender:
-        rows.prerender(args.prerender)
-    server.set_dataset(args.dataset, rows)
-    print(server.datafair_url(args.dataset, size="10000"), flush=True)
-    try:
-        server._httpd.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    sys.exit(0)
-
-
-if __name__ == "__main__":
-    main()
