@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from fakes import feed_server  # noqa: F401 - pytest fixture
@@ -120,3 +121,16 @@ def test_streaming_keeps_memory_flat(tmp_path):
 
 def test_redact_url():
     assert redact_url("https://u:p@h.example/x?apikey=abc&size=10") == "https://h.example/x?apikey=***&size=10"
+
+
+def test_retry_after_forms_and_backoff_bounds():
+    from email.utils import formatdate
+
+    from qfdmo.feeds.http import _retry_after_seconds
+
+    assert _retry_after_seconds("7") == 7.0
+    assert 25 <= _retry_after_seconds(formatdate(time.time() + 30, usegmt=True)) <= 30
+    assert _retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
+    assert _retry_after_seconds("soon") is None
+    client = HttpClient(retry=RetryPolicy(backoff_base=0.5, backoff_max=4))
+    assert all(0 <= client._backoff(n) <= min(4, 0.5 * 2 ** (n - 1)) for n in range(1, 8) for _ in range(20))
