@@ -81,7 +81,7 @@ def throwaway_server(port: int = 55499) -> Iterator[str]:
     )
     options = (
         f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c shared_buffers=512MB"
-        " -c max_wal_size=4GB -c checkpoint_timeout=30min"
+        " -c max_wal_size=4GB -c checkpoint_timeout=30min -c max_parallel_workers_per_gather=0"
     )
     subprocess.run(
         [*as_postgres, PG_BIN / "pg_ctl", "-D", data, "-o", options, "-l", root / "log", "-w", "start"],
@@ -177,7 +177,7 @@ def generate_run(run_dir: Path, count: int, seed: int = 42) -> dict[str, int]:
         }
 
 
-def raw_copy(dsn: str, run_dir: Path) -> float:
+def raw_copy(dsn: str, run_dir: Path) -> tuple[float, float | None]:
     """COPY the acteur lines (first of each identifiant) straight into qfdmo_acteur."""
     with psycopg.connect(dsn) as conn:
         ids = dict(conn.execute("SELECT code, id FROM qfdmo_source").fetchall())
@@ -200,12 +200,28 @@ def raw_copy(dsn: str, run_dir: Path) -> float:
             " public_accueilli, reprise, exclusivite_de_reprisereparation, uniquement_sur_rdv,"
             " lieu_prestation, source_id, acteur_type_id, location"
         )
+        cpu = backend_cpu(conn)
         started = time.perf_counter()
         with conn.cursor() as cur, cur.copy(f"COPY qfdmo_acteur ({columns}) FROM STDIN") as copy:
             for offset in range(0, len(data), 1 << 20):
                 copy.write(data[offset : offset + (1 << 20)])
         conn.commit()
-        return time.perf_counter() - started
+        wall = time.perf_counter() - started
+        after = backend_cpu(conn)
+        return wall, (after - cpu if cpu is not None and after is not None else None)
+
+
+def backend_cpu(conn: psycopg.Connection) -> float | None:
+    """CPU seconds used so far by the connection's server process (local server only).
+
+    On a shared machine wall times swing with other people's load; the server's own
+    CPU time does not. Parallel workers are off on the bench server so all work is here.
+    """
+    try:
+        fields = Path(f"/proc/{conn.info.backend_pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def count_rows(dsn: str) -> dict[str, int]:
@@ -229,34 +245,41 @@ def run(server_dsn: str, count: int) -> int:
 
         raw_dsn = fresh_database(server_dsn, "carte_bench_raw")
         migrate(raw_dsn)
-        raw = raw_copy(raw_dsn, work)
-        print(f"raw COPY into qfdmo_acteur: {raw:.2f}s")
+        raw, raw_cpu = raw_copy(raw_dsn, work)
+        print(f"raw COPY into qfdmo_acteur: {raw:.2f}s (server CPU {raw_cpu}s)")
 
         dsn = fresh_database(server_dsn, "carte_bench")
         migrate(dsn)
         results = {}
         for label in ("first load", "unchanged re-run"):
             with psycopg.connect(dsn) as conn:
+                cpu = backend_cpu(conn)
                 started = time.perf_counter()
                 staged = stage(conn, "bench", work, [SOURCE])
                 stage_s = time.perf_counter() - started
                 applied = apply(conn, "bench", [SOURCE])
                 total = time.perf_counter() - started
+                used = backend_cpu(conn)
                 drop_staging(conn, "bench")
-            results[label] = (total, applied.total_rows_written)
+            total_cpu = used - cpu if cpu is not None and used is not None else None
+            results[label] = (total, applied.total_rows_written, total_cpu)
+            cpu_text = f", server CPU {total_cpu:.2f}s = {total_cpu / raw_cpu:.1f}x raw COPY's" if raw_cpu else ""
             print(
                 f"{label}: stage {stage_s:.2f}s {staged.seconds}, apply {applied.seconds:.2f}s,"
-                f" total {total:.2f}s = {total / raw:.1f}x raw COPY;"
+                f" total {total:.2f}s = {total / raw:.1f}x raw COPY{cpu_text};"
                 f" diff {staged.diff.as_dict() | {'examples': '…'}};"
                 f" rows written {applied.total_rows_written} {applied.rows_written}"
             )
         print(f"tables: {count_rows(dsn)}")
         first, again = results["first load"], results["unchanged re-run"]
         missed = []
-        if first[0] > FIRST_LOAD_MAX_RATIO * raw:
-            missed.append(f"first load > {FIRST_LOAD_MAX_RATIO:.0f}x raw COPY")
-        if again[0] > UNCHANGED_MAX_RATIO * raw:
-            missed.append(f"unchanged re-run > {UNCHANGED_MAX_RATIO:.0f}x raw COPY")
+        # Ratios of server CPU when measurable (stable under other people's load), else of wall time.
+        first_ratio = first[2] / raw_cpu if raw_cpu and first[2] is not None else first[0] / raw
+        again_ratio = again[2] / raw_cpu if raw_cpu and again[2] is not None else again[0] / raw
+        if first_ratio > FIRST_LOAD_MAX_RATIO:
+            missed.append(f"first load {first_ratio:.1f}x > {FIRST_LOAD_MAX_RATIO:.0f}x raw COPY")
+        if again_ratio > UNCHANGED_MAX_RATIO:
+            missed.append(f"unchanged re-run {again_ratio:.1f}x > {UNCHANGED_MAX_RATIO:.0f}x raw COPY")
         if again[1] != 0:
             missed.append("the unchanged re-run wrote rows")
         print(
