@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from devstack.config import REPO_ROOT, Ports, StackConfig  # noqa: E402
-from devstack.processes import free_port, processes_in_group  # noqa: E402
+from devstack.processes import free_port, process_tree, processes_in_group  # noqa: E402
 from devstack.stack import Stack  # noqa: E402
 
 FILE_BUDGET_S = 0.5
@@ -47,9 +47,9 @@ def parse_times() -> bool:
 
 
 def memory_of(pgids: list[int]) -> tuple[int, float, float]:
-    """Number of processes, sum of RSS and sum of PSS (MB) in the given process groups."""
+    """Number of processes, sum of RSS and sum of PSS (MB) of the stack's children and descendants."""
     rss = pss = 0
-    pids = [pid for pgid in pgids for pid in processes_in_group(pgid)]
+    pids = sorted(set(process_tree(pgids)) | {pid for pgid in pgids for pid in processes_in_group(pgid)})
     for pid in pids:
         try:
             for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():

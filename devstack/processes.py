@@ -63,9 +63,9 @@ def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
         return error.code, error.read()
 
 
-def processes_in_group(pgid: int) -> list[int]:
-    """Pids whose process group is pgid (read from /proc, so it also finds grandchildren)."""
-    pids = []
+def _process_table() -> dict[int, tuple[int, int]]:
+    """pid -> (ppid, pgid) of every live process, read from /proc."""
+    table = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -74,9 +74,29 @@ def processes_in_group(pgid: int) -> list[int]:
         except OSError:
             continue
         # fields: state ppid pgrp ...
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            pids.append(int(entry.name))
-    return pids
+        if fields[0] != "Z":
+            table[int(entry.name)] = (int(fields[1]), int(fields[2]))
+    return table
+
+
+def processes_in_group(pgid: int) -> list[int]:
+    """Pids whose process group is pgid (so it also finds grandchildren)."""
+    return [pid for pid, (_, group) in _process_table().items() if group == pgid]
+
+
+def process_tree(roots: list[int]) -> list[int]:
+    """The roots and all their descendants, whatever their process group (PostgreSQL's backends
+    start their own sessions)."""
+    children: dict[int, list[int]] = {}
+    table = _process_table()
+    for pid, (ppid, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    found, todo = [], [pid for pid in roots if pid in table]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
 
 
 def signal_group(pgid: int, sig: int) -> None:
