@@ -77,8 +77,8 @@ def ingest(declaration, url: str, dsn: str, work: Path, name: str) -> dict:
 
 
 def raw_copy_seconds(dsn: str, acteurs_tsv: Path, work: Path) -> float:
-    """COPY the run's acteurs into qfdmo_acteur (same columns: ids, names, address, type, source, point)
-    in a transaction rolled back afterwards. The input file is prepared outside the timing."""
+    """COPY the run's acteurs into the empty qfdmo_acteur of a fresh carte database `dsn` (ids,
+    names, address, type, source, point), commit included. The input file is prepared untimed."""
     with psycopg.connect(dsn) as conn:
         source_id = conn.execute("SELECT id FROM qfdmo_source WHERE code = %s", (SOURCE,)).fetchone()[0]
         type_id = conn.execute("SELECT min(id) FROM qfdmo_acteurtype").fetchone()[0]
@@ -92,7 +92,6 @@ def raw_copy_seconds(dsn: str, acteurs_tsv: Path, work: Path) -> float:
             point = f"SRID=4326;POINT({f[lon]} {f[lat]})" if f[lat] != r"\N" else r"\N"
             out.write("\t".join([*(f[i] for i in wanted), str(type_id), str(source_id), point]) + "\n")
     with psycopg.connect(dsn) as conn, conn.cursor() as cur:
-        conn.execute("DELETE FROM qfdmo_acteur")  # rolled back with the rest
         started = time.perf_counter()
         with prepared.open("rb") as data, cur.copy(
             "COPY qfdmo_acteur (identifiant_unique, identifiant_externe, nom, adresse, code_postal, ville, "
@@ -100,8 +99,8 @@ def raw_copy_seconds(dsn: str, acteurs_tsv: Path, work: Path) -> float:
         ) as copy:
             while block := data.read(1 << 20):
                 copy.write(block)
+        conn.commit()
         elapsed = time.perf_counter() - started
-        conn.rollback()
     prepared.unlink()
     return elapsed
 
@@ -135,7 +134,9 @@ def main() -> int:
         declaration = load_declarations()[SOURCE]
 
         first = ingest(declaration, url, dsn, work, "first")
-        copy_s = raw_copy_seconds(dsn, first["run_dir"] / "acteurs.tsv", work)
+        postgres.create_database("carte_copy", postgis=True)
+        migrate_carte_db(postgres.dsn("carte_copy"))
+        copy_s = raw_copy_seconds(postgres.dsn("carte_copy"), first["run_dir"] / "acteurs.tsv", work)
         finish(first["key"], dsn, first["run_dir"], keep_files=False)
         again = ingest(declaration, url, dsn, work, "again")
         finish(again["key"], dsn, again["run_dir"], keep_files=False)
