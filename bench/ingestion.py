@@ -51,16 +51,16 @@ def ingest(declaration, url: str, dsn: str, work: Path, name: str) -> dict:
     seconds: dict[str, float] = {}
     cpu_started = time.process_time()
     started = time.perf_counter()
-    download(declaration, url, run_dir)
+    downloaded = download(declaration, url, run_dir)
     seconds["download"] = time.perf_counter() - started
     mark = time.perf_counter()
-    normalised = normalise(declaration, run_dir, dsn)
+    normalised = normalise(declaration, run_dir, dsn, downloaded)
     seconds["normalise"] = time.perf_counter() - mark
     mark = time.perf_counter()
-    staged = stage(declaration, run_dir, key, dsn, max_deactivation_share=0.1)
+    staged = stage(declaration, run_dir, key, dsn, max_deactivation_share=0.1, normalised=normalised)
     seconds["stage"] = time.perf_counter() - mark
     mark = time.perf_counter()
-    applied = apply(declaration, key, dsn)
+    applied = apply(declaration, key, dsn, run_dir, staged)
     seconds["apply"] = time.perf_counter() - mark
     total = time.perf_counter() - started
     return {
@@ -71,6 +71,7 @@ def ingest(declaration, url: str, dsn: str, work: Path, name: str) -> dict:
         "acteurs": staged["acteurs"],
         "diff": staged["diff"],
         "rows_written": applied["total_rows_written"],
+        "skipped": bool(applied.get("skipped")),
         "run_dir": run_dir,
         "key": key,
     }
@@ -158,7 +159,8 @@ def main() -> int:
     print(f"first load:              {first['total']:.1f} s = {ratio:.1f}x raw COPY "
           f"(target <= {FIRST_LOAD_MAX_RATIO:.0f}x); {first['rows_written']:,} rows written [{steps}]")
     print(f"unchanged re-run:        {again['total']:.1f} s (target <= {UNCHANGED_MAX_S:.0f} s); "
-          f"{again['rows_written']:,} rows written, {again['diff']['unchanged']:,} unchanged [{steps_again}]")
+          f"{again['rows_written']:,} rows written, {again['diff']['unchanged']:,} unchanged"
+          f"{' (skipped: unchanged feed)' if again['skipped'] else ''} [{steps_again}]")
     print(f"CPU of this process:     first load {first['cpu']:.1f} s, re-run {again['cpu']:.1f} s "
           f"(the rest is PostgreSQL, the feed server and waiting; load average {os.getloadavg()[0]:.1f})")
     print(f"peak RSS:                {peak:.0f} MB (target <= {PEAK_RSS_MAX_MB} MB)")

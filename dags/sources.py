@@ -147,7 +147,7 @@ def build_source_dag(declaration: SourceDeclaration):
             from qfdmo.sources import ConfigurationError
 
             try:
-                return steps.normalise(declaration, _run_dir(context), _carte_dsn())
+                return steps.normalise(declaration, _run_dir(context), _carte_dsn(), downloaded)
             except (PipelineError, ConfigurationError) as exc:
                 _fail(str(exc))
                 raise
@@ -165,6 +165,7 @@ def build_source_dag(declaration: SourceDeclaration):
                     key,
                     _carte_dsn(),
                     float(context["params"]["max_deactivation_share"]),
+                    normalised,
                 )
             except StagingError as exc:
                 _fail(str(exc))
@@ -196,7 +197,13 @@ def build_source_dag(declaration: SourceDeclaration):
         def apply(**context: Any) -> dict[str, Any]:
             from qfdmo.pipeline import run_key, steps
 
-            return steps.apply(declaration, run_key(context["dag"].dag_id, context["run_id"]), _carte_dsn())
+            return steps.apply(
+                declaration,
+                run_key(context["dag"].dag_id, context["run_id"]),
+                _carte_dsn(),
+                _run_dir(context),
+                context["ti"].xcom_pull(task_ids=STAGE),
+            )
 
         @task(task_id=REPORT, trigger_rule=TriggerRule.ALL_DONE, retries=0)
         def report(**context: Any) -> dict[str, Any]:

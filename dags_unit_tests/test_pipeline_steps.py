@@ -188,3 +188,82 @@ def test_each_format_load_rerun_change_truncate_with_revision(feed_server, carte
     with psycopg.connect(carte_dsn) as conn:
         assert conn.execute("SELECT count(*) FROM qfdmo_acteur WHERE statut <> 'ACTIF'").fetchone()[0] == 0
         assert conn.execute("SELECT row_to_json(r)::text FROM qfdmo_revisionacteur r").fetchall() == revision
+
+
+# --- unchanged-input fast path ---
+
+
+def _run_dag_like(declaration, url, dsn, tmp_path, name):
+    """The steps wired as the DAG wires them (download's result to normalise, and so on)."""
+    directory = tmp_path / name
+    key = f"test_{name}"
+    steps = {"download": download(declaration, url, directory)}
+    steps["normalise"] = normalise(declaration, directory, dsn, steps["download"])
+    steps["stage"] = stage(declaration, directory, key, dsn, 0.1, steps["normalise"])
+    steps["apply"] = apply(declaration, key, dsn, directory, steps["stage"])
+    finish(key, dsn, directory, keep_files=False)
+    return steps
+
+
+def test_unchanged_feed_skips_normalise_stage_apply(feed_server, carte_dsn, tmp_path):  # noqa: F811
+    declaration = load_declarations()["refashion"]
+    url = feed_server.datafair_url("donnees-eo-refashion", size="5")
+
+    first = _run_dag_like(declaration, url, carte_dsn, tmp_path, "first")
+    assert not first["normalise"].get("skipped") and first["apply"]["total_rows_written"] > 0
+
+    # Same feed (the `next` cursors may differ: not row content), acteurs untouched: skipped.
+    again = _run_dag_like(declaration, url, carte_dsn, tmp_path, "again")
+    assert again["normalise"]["skipped"] and again["stage"]["skipped"] and again["apply"]["skipped"]
+    assert again["apply"]["total_rows_written"] == 0 and not again["stage"]["needs_approval"]
+    assert again["normalise"]["rows_read"] == 16 and again["normalise"]["rows_rejected"] == 3
+    assert again["stage"]["diff"]["unchanged"] == 12 and again["stage"]["diff"]["active_before"] == 12
+    report = build_report(dag_id="source_refashion", run_id="r", source="refashion", steps=again)
+    assert report["skipped"]["reason"] == "unchanged feed: nothing to do"
+    assert report["counts"]["rows_read"] == 16 and report["counts"]["rows_written"] == 0
+    assert report["counts"]["unchanged"] == 12
+    assert "unchanged feed: nothing to do" in to_text(report)
+
+    # Another endpoint URL (same rows) is another input: full path, nothing to write.
+    other_url = feed_server.datafair_url("donnees-eo-refashion", size="5", select="*")
+    other = _run_dag_like(declaration, other_url, carte_dsn, tmp_path, "other_url")
+    assert not other["normalise"].get("skipped") and other["stage"]["diff"]["unchanged"] == 12
+    assert _run_dag_like(declaration, other_url, carte_dsn, tmp_path, "other_again")["normalise"]["skipped"]
+
+    # The DB witness changed (someone touched an acteur of the source): full path.
+    with psycopg.connect(carte_dsn) as conn:
+        conn.execute(
+            "UPDATE qfdmo_acteur SET modifie_le = modifie_le + interval '1 second' WHERE identifiant_unique = "
+            "(SELECT min(a.identifiant_unique) FROM qfdmo_acteur a JOIN qfdmo_source s ON s.id = a.source_id "
+            " WHERE s.code = 'refashion')"
+        )
+    touched = _run_dag_like(declaration, other_url, carte_dsn, tmp_path, "touched")
+    assert not touched["normalise"].get("skipped") and touched["stage"]["diff"]["unchanged"] == 12
+    assert _run_dag_like(declaration, other_url, carte_dsn, tmp_path, "touched_again")["normalise"]["skipped"]
+
+    # No record (first run of the fast path, table dropped): full path, then recorded again.
+    with psycopg.connect(carte_dsn) as conn:
+        conn.execute("DROP SCHEMA qfdmo_pipeline CASCADE")
+    missing = _run_dag_like(declaration, other_url, carte_dsn, tmp_path, "missing")
+    assert not missing["normalise"].get("skipped") and missing["apply"]["total_rows_written"] == 0
+    assert _run_dag_like(declaration, other_url, carte_dsn, tmp_path, "missing_again")["normalise"]["skipped"]
+
+    # The feed changed: full path, and the change is applied.
+    rows = fixture_rows("refashion.json")
+    rows[4]["nom_de_lorganisme"] = "Relais Textile Exempleville Centre"
+    feed_server.set_dataset("donnees-eo-refashion", rows)
+    changed = _run_dag_like(declaration, other_url, carte_dsn, tmp_path, "changed")
+    assert not changed["normalise"].get("skipped")
+    assert changed["stage"]["diff"]["changed"] == 1 and changed["apply"]["total_rows_written"] > 0
+
+
+def test_rejected_or_unapplied_run_records_nothing(feed_server, carte_dsn, tmp_path):  # noqa: F811
+    declaration = load_declarations()["refashion"]
+    url = feed_server.datafair_url("donnees-eo-refashion", size="5")
+    directory = tmp_path / "staged_only"
+    downloaded = download(declaration, url, directory)
+    normalised = normalise(declaration, directory, carte_dsn, downloaded)
+    stage(declaration, directory, "test_staged_only", carte_dsn, 0.1, normalised)
+    finish("test_staged_only", carte_dsn, directory, keep_files=False)  # never applied
+    again = _run_dag_like(declaration, url, carte_dsn, tmp_path, "again")
+    assert not again["normalise"].get("skipped") and again["apply"]["total_rows_written"] > 0

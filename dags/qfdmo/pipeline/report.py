@@ -119,6 +119,10 @@ def build_report(
             if steps.get(name)
         },
     }
+    if normalised.get("skipped"):
+        # Unchanged inputs and acteurs: normalise/stage/apply did not run; the counts are the last
+        # applied run's (identical inputs give identical counts).
+        report["skipped"] = {"steps": ["normalise", "stage", "apply"], "reason": normalised.get("reason")}
     if failed_step:
         report["failed_step"] = failed_step
     return report
@@ -137,7 +141,8 @@ def to_text(report: dict[str, Any]) -> str:
     counts, guard = report["counts"], report["guard"]
     lines = [
         f"Run report {report['dag_id']} / {report['run_id']}",
-        f"  OUTCOME: {report['outcome'].upper()}",
+        f"  OUTCOME: {report['outcome'].upper()}"
+        + (f" ({report['skipped']['reason']}: normalise, stage and apply skipped)" if report.get("skipped") else ""),
     ]
     if report.get("feed"):
         feed = report["feed"]
