@@ -383,15 +383,13 @@ def test_state_file_records_content_hashes(bucket, image_folder, tmp_path):
     assert state["release"] == Path(os.readlink(image_folder)).name
 
 
-def test_noop_sync_is_fast(bucket, image_folder):
+def test_noop_sync_downloads_nothing(bucket, image_folder):
+    # Its speed is measured against aws s3 sync by bench/dags_sync.py, not asserted here.
     for i in range(200):
         bucket.put(f"dag_{i}.py", f"N = {i}\n")
     assert run_sync(bucket, image_folder).returncode == 0
-    started = time.monotonic()
     result = run_sync(bucket, image_folder)
     assert result.returncode == 0 and "unchanged 200" in result.stdout
-    # Generous bound for loaded CI machines; bench/dags_sync.py measures against aws s3 sync.
-    assert time.monotonic() - started < 10
 
 
 def test_file_removed_by_hand_from_the_release_is_restored_by_the_next_change(bucket, image_folder, tmp_path):

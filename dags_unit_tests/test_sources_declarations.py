@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -30,11 +29,10 @@ def test_every_source_is_declared_once():
     assert {d.dag_id for d in declarations.values()} == {f"source_{code}" for code in EXPECTED}
 
 
-def test_declarations_load_fast_and_are_cached():
+def test_declarations_are_cached():
+    # Their parse time is measured by bench/local_stack.py (DAG file budget), not asserted here.
     _load.cache_clear()
-    started = time.perf_counter()
     load_declarations(DECLARATIONS_DIR)
-    assert time.perf_counter() - started < 0.05  # parse time budget of every DAG file
     assert load_declarations()["refashion"] is load_declarations()["refashion"]
 
 
