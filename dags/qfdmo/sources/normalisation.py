@@ -17,11 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from qfdmo.sources import rules
-from qfdmo.sources.declaration import SourceDeclaration
-from qfdmo.sources.mapping import ProductMapping, load_mapping
-from qfdmo.sources.report import NormalisationReport
-from qfdmo.sources.staging import (
+from qfdmo.carte_db.staging_format import (
     ACTEUR_COLUMNS,
     ACTEUR_SERVICE_COLUMNS,
     ACTEUR_SERVICES_FILE,
@@ -33,6 +29,10 @@ from qfdmo.sources.staging import (
     PROPOSITIONS_FILE,
     escape,
 )
+from qfdmo.sources import rules
+from qfdmo.sources.declaration import SourceDeclaration
+from qfdmo.sources.mapping import ProductMapping, load_mapping
+from qfdmo.sources.report import NormalisationReport
 
 BONUS_REPARATION = "agree bonus reparation"
 LABELS_IGNORED = frozenset({"", "non applicable", "na", "n/a", "null", "aucun", "non", "none", "nan", "-"})
