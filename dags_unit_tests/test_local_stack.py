@@ -6,23 +6,12 @@ import os
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
 from devstack import postgres as devstack_postgres
 from devstack.config import REPO_ROOT
-from devstack.processes import StackError, free_port, processes_in_group
-
-
-def wait_for(check, timeout: float, interval: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")
+from devstack.processes import StackError, free_port, processes_in_group, wait_until
 
 
 def test_every_component_reports_healthy(airflow_stack):
@@ -51,19 +40,19 @@ def _dag_ids(airflow_stack) -> set[str]:
 
 def test_broken_dag_file_is_listed_while_the_platform_keeps_running(airflow_stack):
     # The dag-processor has parsed the real DAGs, without any import error.
-    wait_for(lambda: "download_dags_from_s3" in _dag_ids(airflow_stack), timeout=120, interval=2)
+    wait_until(lambda: "download_dags_from_s3" in _dag_ids(airflow_stack), "the DAGs to be parsed", 120, interval=2)
     assert _import_errors(airflow_stack) == []
 
     broken = airflow_stack.dags_folder / "broken_example_dag.py"
     broken.write_text("from airflow.sdk import dag\n\nthis is not python\n")
     try:
-        errors = wait_for(lambda: _import_errors(airflow_stack), timeout=90, interval=2)
+        errors = wait_until(lambda: _import_errors(airflow_stack), "the import error", 90, interval=2)
         assert any("broken_example_dag.py" in error["filepath"] for error in errors), errors
         assert "download_dags_from_s3" in _dag_ids(airflow_stack)
         assert airflow_stack.stack.healthy()
     finally:
         broken.unlink()
-    wait_for(lambda: _import_errors(airflow_stack) == [], timeout=90, interval=2)
+    wait_until(lambda: _import_errors(airflow_stack) == [], "the import error to clear", 90, interval=2)
 
 
 def test_busy_port_gives_a_clear_message_and_starts_nothing(tmp_path):

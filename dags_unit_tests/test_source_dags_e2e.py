@@ -18,6 +18,8 @@ import pytest
 from fakes import fixture_rows, serve_fixtures
 from fakes.feed_server import FeedServer
 
+from devstack.processes import wait_until
+
 
 @pytest.fixture(scope="module")
 def portals() -> Iterator[FeedServer]:
@@ -166,16 +168,6 @@ def _api(stack, method: str, path: str, body: dict | None = None, attempts: int 
     raise AssertionError("unreachable")
 
 
-def _wait(predicate, timeout: float, what: str, every: float = 3.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _trigger(stack, dag_id: str, conf: dict) -> str:
     def dag_known():
         try:
@@ -183,7 +175,7 @@ def _trigger(stack, dag_id: str, conf: dict) -> str:
         except urllib.error.HTTPError:
             return None
 
-    _wait(dag_known, 120, f"{dag_id} to be parsed")
+    wait_until(dag_known, f"{dag_id} to be parsed", 120, interval=3)
     _api(stack, "PATCH", f"/dags/{dag_id}", {"is_paused": False})
     run = _api(stack, "POST", f"/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf})
     return run["dag_run_id"]
@@ -194,10 +186,11 @@ def _task_state(stack, dag_id: str, run_id: str, task_id: str) -> str | None:
 
 
 def _finished(stack, dag_id: str, run_id: str, timeout: float = 600) -> str:
-    return _wait(
+    return wait_until(
         lambda: (s := _api(stack, "GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"]) in ("success", "failed") and s,
-        timeout,
         f"{dag_id} {run_id} to finish",
+        timeout,
+        interval=3,
     )
 
 
@@ -227,8 +220,8 @@ def test_large_deactivation_waits_for_a_human(airflow_stack, feeds):
     # 2. and 3. A human answers through the HITL API: Reject, then Approve.
     for choice, outcome in (("Reject", "not applied: rejected"), ("Approve", "applied")):
         run_id = _trigger(airflow_stack, dag_id, {"endpoint_url": url, "approval_timeout": 600})
-        _wait(lambda rid=run_id: _task_state(airflow_stack, dag_id, rid, "request_approval") == "awaiting_input",
-              600, "the approval request")
+        wait_until(lambda rid=run_id: _task_state(airflow_stack, dag_id, rid, "request_approval") == "awaiting_input",
+                   "the approval request", 600, interval=3)
         hitl = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/request_approval/-1/hitlDetails"
         assert "would be set **SUPPRIME**" in _api(airflow_stack, "GET", hitl)["body"]
         _api(airflow_stack, "PATCH", hitl, {"chosen_options": [choice]})

@@ -12,6 +12,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 class StackError(RuntimeError):
@@ -195,12 +196,13 @@ def wait_until(
     timeout: float,
     group: ProcessGroup | None = None,
     interval: float = 0.5,
-) -> None:
-    """Poll check() until true; fail early and clearly if one of the group's children died."""
+) -> Any:
+    """Poll check() until it returns a true value, and return that value; fail early and clearly
+    if one of the group's children died."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if check():
-            return
+        if value := check():
+            return value
         if group is not None and (dead := group.dead()):
             child = dead[0]
             raise StackError(
