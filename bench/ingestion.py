@@ -7,7 +7,8 @@ acteurs into qfdmo_acteur, measured in the same run on the same server.
 
 Starts its own throwaway PostgreSQL + PostGIS and fake server; prints the figures and exits 1 when
 a target is missed: first load <= 12x raw COPY, unchanged re-run <= 15 s with 0 rows written,
-peak memory (RSS of this process, the server excluded) <= 1.5 GB.
+peak memory (RSS of this process, the server excluded) <= 1.5 GB. The raw COPY is the median of
+three, each into a fresh database.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import argparse
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,6 +39,7 @@ from devstack.stack import migrate_carte_db  # noqa: E402
 FIRST_LOAD_MAX_RATIO = 12.0
 UNCHANGED_MAX_S = 15.0
 PEAK_RSS_MAX_MB = 1536
+COPY_REPEATS = 3
 # The generated rows are Refashion's: their products map through the `sous_categories` mapping.
 SOURCE = "refashion"
 
@@ -136,9 +139,14 @@ def main() -> int:
         declaration = load_declarations()[SOURCE]
 
         first = ingest(declaration, url, dsn, work, "first")
-        postgres.create_database("carte_copy", postgis=True)
-        migrate_carte_db(postgres.dsn("carte_copy"))
-        copy_s = raw_copy_seconds(postgres.dsn("carte_copy"), first["run_dir"] / "acteurs.tsv", work)
+        # The baseline is the median of three COPYs, each into the empty qfdmo_acteur of a fresh
+        # database: one COPY alone varies by ±20 % from run to run on this machine.
+        copies = []
+        for n in range(COPY_REPEATS):
+            postgres.create_database(f"carte_copy{n}", postgis=True)
+            migrate_carte_db(postgres.dsn(f"carte_copy{n}"))
+            copies.append(raw_copy_seconds(postgres.dsn(f"carte_copy{n}"), first["run_dir"] / "acteurs.tsv", work))
+        copy_s = statistics.median(copies)
         finish(first["key"], dsn, first["run_dir"], keep_files=False)
         again = ingest(declaration, url, dsn, work, "again")
         finish(again["key"], dsn, again["run_dir"], keep_files=False)
@@ -155,7 +163,7 @@ def main() -> int:
     steps = ", ".join(f"{k} {v:.1f}s" for k, v in first["seconds"].items())
     steps_again = ", ".join(f"{k} {v:.1f}s" for k, v in again["seconds"].items())
     print(f"rows in feed:            {first['rows_read']:,} ({first['acteurs']:,} acteurs)")
-    print(f"raw COPY into qfdmo_acteur: {copy_s:.2f} s")
+    print(f"raw COPY into qfdmo_acteur: {copy_s:.2f} s (median of {', '.join(f'{c:.2f}' for c in copies)})")
     print(f"first load:              {first['total']:.1f} s = {ratio:.1f}x raw COPY "
           f"(target <= {FIRST_LOAD_MAX_RATIO:.0f}x); {first['rows_written']:,} rows written [{steps}]")
     print(f"unchanged re-run:        {again['total']:.1f} s (target <= {UNCHANGED_MAX_S:.0f} s); "

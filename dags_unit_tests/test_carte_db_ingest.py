@@ -326,6 +326,20 @@ def test_apply_recomputes_the_diff_from_the_current_database(conn, tmp_path):
     assert (applied.diff.new, applied.diff.changed, applied.rows_written["qfdmo_acteur"]) == (1, 0, 1)
 
 
+def test_acteur_new_at_stage_and_written_before_apply_is_compared_with_its_sets(conn, tmp_path):
+    # Staged sets are only signed for acteurs already in the database; one that appeared
+    # between stage and apply is signed by apply's own diff.
+    run(conn, write_run(tmp_path / "r1", [acteur(1)]))
+    feed = [acteur(1), acteur(2, ps={"trier": ["vetement", "chaussures"]}, labels=["refashion"])]
+    waiting = stage(conn, "waiting", write_run(tmp_path / "r2", feed), SOURCES)
+    assert waiting.diff.new == 1
+    run(conn, write_run(tmp_path / "r3", feed), key="other")
+    applied = apply(conn, "waiting", SOURCES)
+    assert (applied.diff.new, applied.diff.changed, applied.diff.unchanged) == (0, 0, 2)
+    assert applied.total_rows_written == 0
+    drop_staging(conn, "waiting")
+
+
 def test_unknown_codes_fail_before_anything_is_written(conn, tmp_path):
     before = contents(conn)
     feed = [acteur(1, ps={"trier": ["vetement", "objet_inconnu"]}), acteur(2, acteur_type_code="inconnu"),

@@ -198,7 +198,6 @@ class _Tables:
     services: sql.Composable
     sets: sql.Composable
     diff: sql.Composable
-    new_propositions: sql.Composable
 
     def all(self) -> list[sql.Composable]:
         return list(self.__dict__.values())
@@ -230,7 +229,6 @@ def _tables(run_key: str) -> _Tables:
         services=name("services"),
         sets=name("sets"),
         diff=name("diff"),
-        new_propositions=name("new_propositions"),
     )
 
 
@@ -272,7 +270,9 @@ def stage(
             column_defs = sql.SQL(", ").join(
                 sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(_RAW_TYPES.get(c, "text"))) for c in columns
             )
-            cur.execute(_q("CREATE UNLOGGED TABLE {t} ({defs})", t=table, defs=column_defs))
+            cur.execute(
+                _q("CREATE UNLOGGED TABLE {t} ({defs}) WITH (autovacuum_enabled = false)", t=table, defs=column_defs)
+            )
             rows[filename] = _copy_file(cur, table, run_dir / filename)
         seconds["copy"] = time.perf_counter() - started
 
@@ -316,26 +316,35 @@ def _copy_file(cur: psycopg.Cursor, table: sql.Composable, path: Path) -> int:
 def _merge(cur: psycopg.Cursor, t: _Tables, source_codes: list[str] | tuple[str, ...] | frozenset[str]) -> None:
     """Resolve codes to ids and merge duplicates; unknown codes become NULL (or -1) ids
     that _check() turns into a StagingError, so the happy path scans each file once."""
-    # Union over duplicate rows comes from DISTINCT on the whole triple/pair.
+    # One row per (acteur, action) with the union of its sous-catégories over duplicate rows.
+    # Sorted groups, not hashed ones: ~1M array_agg states would not fit in work_mem and spill;
+    # sorted in byte order ("C", abbreviated keys), which is also the order apply() writes in.
+    cur.execute("SET LOCAL enable_hashagg = off")
     cur.execute(
         _q(
             """
-            CREATE UNLOGGED TABLE {p} AS
-            SELECT DISTINCT r.identifiant_unique, ac.id AS action_id,
-                   CASE WHEN coalesce(r.sous_categorie_code, '') <> '' THEN coalesce(sc.id, -1) END
-                       AS souscategorie_id
-            FROM {raw} r
-            LEFT JOIN qfdmo_action ac ON ac.code = r.action_code
-            LEFT JOIN qfdmo_souscategorieobjet sc ON sc.code = r.sous_categorie_code
+            CREATE UNLOGGED TABLE {p} WITH (autovacuum_enabled = false) AS
+            SELECT iu COLLATE "default" AS identifiant_unique, action_id,
+                   array_agg(souscategorie_id) FILTER (WHERE souscategorie_id IS NOT NULL) AS souscategorie_ids
+            FROM (
+                SELECT DISTINCT r.identifiant_unique COLLATE "C" AS iu, ac.id AS action_id,
+                       CASE WHEN coalesce(r.sous_categorie_code, '') <> '' THEN coalesce(sc.id, -1) END
+                           AS souscategorie_id
+                FROM {raw} r
+                LEFT JOIN qfdmo_action ac ON ac.code = r.action_code
+                LEFT JOIN qfdmo_souscategorieobjet sc ON sc.code = r.sous_categorie_code
+            ) x
+            GROUP BY iu, action_id
             """,
             p=t.propositions,
             raw=t.propositions_raw,
         )
     )
+    cur.execute("SET LOCAL enable_hashagg = on")
     cur.execute(
         _q(
             """
-            CREATE UNLOGGED TABLE {l} AS
+            CREATE UNLOGGED TABLE {l} WITH (autovacuum_enabled = false) AS
             SELECT DISTINCT r.identifiant_unique, x.id AS labelqualite_id
             FROM {raw} r LEFT JOIN qfdmo_labelqualite x ON x.code = r.label_code
             """,
@@ -346,7 +355,7 @@ def _merge(cur: psycopg.Cursor, t: _Tables, source_codes: list[str] | tuple[str,
     cur.execute(
         _q(
             """
-            CREATE UNLOGGED TABLE {s} AS
+            CREATE UNLOGGED TABLE {s} WITH (autovacuum_enabled = false) AS
             SELECT DISTINCT r.identifiant_unique, x.id AS acteurservice_id
             FROM {raw} r LEFT JOIN qfdmo_acteurservice x ON x.code = r.acteur_service_code
             """,
@@ -354,57 +363,35 @@ def _merge(cur: psycopg.Cursor, t: _Tables, source_codes: list[str] | tuple[str,
             raw=t.services_raw,
         )
     )
-    # Order-independent signature of each acteur's sets, comparable with the one _diff()
-    # computes from the qfdmo tables: XOR of 64-bit hashes of its distinct elements.
+    # Signatures of the staged sets, filled by _diff() for the acteurs that already exist
+    # (a new acteur has nothing to compare with: a first load computes none).
     cur.execute(
         _q(
-            """
-            CREATE UNLOGGED TABLE {sets} AS
-            SELECT identifiant_unique, bit_xor(h) AS value FROM (
-                SELECT identifiant_unique, hashint8extended(action_id, 1) AS h
-                FROM (SELECT DISTINCT identifiant_unique, action_id FROM {p}) ps
-                UNION ALL
-                SELECT identifiant_unique, hashint8extended((action_id::bigint << 32) | souscategorie_id, 2)
-                FROM {p} WHERE souscategorie_id IS NOT NULL
-                UNION ALL
-                SELECT identifiant_unique, hashint8extended(labelqualite_id, 3) FROM {l}
-                UNION ALL
-                SELECT identifiant_unique, hashint8extended(acteurservice_id, 4) FROM {s}
-            ) h
-            GROUP BY identifiant_unique
-            """,
+            "CREATE UNLOGGED TABLE {sets} (identifiant_unique text PRIMARY KEY, value bigint NOT NULL)"
+            " WITH (autovacuum_enabled = false)",
             sets=t.sets,
-            p=t.propositions,
-            l=t.labels,
-            s=t.services,
         )
     )
-    # Without statistics the planner takes the signatures for 200 rows and sorts them for
-    # a merge join below.
-    cur.execute(_q("ANALYZE {sets} (identifiant_unique)", sets=t.sets))
     text_columns = sql.SQL(", ").join(sql.SQL("r.{}").format(sql.Identifier(c)) for c, _ in _TEXT_COLUMNS)
     bool_columns = sql.SQL(", ").join(sql.SQL("r.{}").format(sql.Identifier(c)) for c in _BOOL_COLUMNS)
     # First row in feed order wins for scalar columns.
     cur.execute(
         _q(
             """
-            CREATE UNLOGGED TABLE {a} AS
+            CREATE UNLOGGED TABLE {a} WITH (autovacuum_enabled = false) AS
             SELECT DISTINCT ON (r.identifiant_unique COLLATE "C")
                 r.identifiant_unique, {text_columns}, {bool_columns},
                 src.id AS source_id, ty.id AS acteur_type_id,
                 CASE WHEN r.latitude IS NOT NULL AND r.longitude IS NOT NULL
                      THEN ST_SetSRID(ST_MakePoint(r.longitude, r.latitude), 4326) END AS location,
-                coalesce(sets.value, 0) AS sets_signature,
                 r.source_code, r.acteur_type_code
             FROM {raw} r
             LEFT JOIN qfdmo_source src ON src.code = r.source_code
             LEFT JOIN qfdmo_acteurtype ty ON ty.code = r.acteur_type_code
-            LEFT JOIN {sets} sets ON sets.identifiant_unique = r.identifiant_unique
             ORDER BY r.identifiant_unique COLLATE "C", r.row_number
             """,
             a=t.acteurs,
             raw=t.acteurs_raw,
-            sets=t.sets,
             text_columns=text_columns,
             bool_columns=bool_columns,
         )
@@ -463,7 +450,7 @@ def _check(cur: psycopg.Cursor, t: _Tables, source_codes: list[str] | tuple[str,
         (t.propositions, "action_id IS NULL", "action_code", t.propositions_raw, "qfdmo_action"),
         (
             t.propositions,
-            "souscategorie_id = -1",
+            "-1 = ANY(souscategorie_ids)",
             "sous_categorie_code",
             t.propositions_raw,
             "qfdmo_souscategorieobjet",
@@ -506,9 +493,13 @@ def _check(cur: psycopg.Cursor, t: _Tables, source_codes: list[str] | tuple[str,
     # Propositions, labels or services of an identifiant_unique that has no acteur line.
     orphans = cur.execute(
         _q(
-            "SELECT count(*) FROM {sets} s WHERE NOT EXISTS"
-            " (SELECT FROM {a} a WHERE a.identifiant_unique = s.identifiant_unique)",
-            sets=t.sets,
+            "SELECT count(DISTINCT identifiant_unique) FROM ("
+            " SELECT identifiant_unique FROM {p} UNION ALL SELECT identifiant_unique FROM {l}"
+            " UNION ALL SELECT identifiant_unique FROM {s}) x"
+            " WHERE NOT EXISTS (SELECT FROM {a} a WHERE a.identifiant_unique = x.identifiant_unique)",
+            p=t.propositions,
+            l=t.labels,
+            s=t.services,
             a=t.acteurs,
         )
     ).fetchone()[0]
@@ -533,13 +524,14 @@ def diff(
 def _diff(cur: psycopg.Cursor, t: _Tables, source_codes: list[str] | tuple[str, ...] | frozenset[str]) -> DiffResult:
     managed = _column_list("a")
     staged = _column_list("m")
+    _staged_signatures(cur, t)
     cur.execute(_q("DROP TABLE IF EXISTS {d}", d=t.diff))
     # One row per new/changed/inactive staged acteur and per ACTIF acteur of the sources
     # that left the feed.
     cur.execute(
         _q(
             """
-            CREATE UNLOGGED TABLE {d} AS
+            CREATE UNLOGGED TABLE {d} WITH (autovacuum_enabled = false) AS
             WITH db_sig AS (
                 SELECT acteur_id, bit_xor(h) AS value FROM (
                     SELECT ps.acteur_id, hashint8extended(ps.action_id, 1) AS h
@@ -569,11 +561,12 @@ def _diff(cur: psycopg.Cursor, t: _Tables, source_codes: list[str] | tuple[str, 
                            WHEN a.statut = 'INACTIF' THEN 'inactive'
                            WHEN a.statut <> 'ACTIF'
                                 OR ({managed}) IS DISTINCT FROM ({staged})
-                                OR m.sets_signature <> coalesce(db_sig.value, 0) THEN 'changed'
+                                OR coalesce(sig.value, 0) <> coalesce(db_sig.value, 0) THEN 'changed'
                        END AS kind
                 FROM {a} m
                 LEFT JOIN qfdmo_acteur a ON a.identifiant_unique = m.identifiant_unique
                 LEFT JOIN db_sig ON db_sig.acteur_id = m.identifiant_unique
+                LEFT JOIN {sets} sig ON sig.identifiant_unique = m.identifiant_unique
             ) staged
             WHERE kind IS NOT NULL  -- unchanged acteurs are only counted
             UNION ALL
@@ -585,6 +578,7 @@ def _diff(cur: psycopg.Cursor, t: _Tables, source_codes: list[str] | tuple[str, 
             """,
             d=t.diff,
             a=t.acteurs,
+            sets=t.sets,
             managed=managed,
             staged=staged,
         ),
@@ -617,6 +611,52 @@ def _diff(cur: psycopg.Cursor, t: _Tables, source_codes: list[str] | tuple[str, 
         examples=examples,
         changed_columns=_changed_columns(cur, t) if counts.get("changed") else {},
     )
+
+
+def _staged_signatures(cur: psycopg.Cursor, t: _Tables) -> None:
+    """Add to the sets table the signature of each staged acteur that exists in qfdmo_acteur
+    and has none yet: XOR of 64-bit hashes of its distinct (action), (action, sous-catégorie),
+    label and service ids, the same function _diff() applies to the qfdmo tables.
+
+    Order-independent, so no sorting; computed for existing acteurs only (a new acteur has
+    nothing to compare with), so a first load computes none. Acteurs without any set get no
+    row (their signature is 0). The apply transaction calls it again: only acteurs that
+    appeared in qfdmo_acteur since the stage are computed then.
+    """
+    cur.execute(
+        _q(
+            """
+            INSERT INTO {sets} (identifiant_unique, value)
+            WITH todo AS MATERIALIZED (
+                SELECT m.identifiant_unique FROM {a} m
+                WHERE EXISTS (SELECT FROM qfdmo_acteur a WHERE a.identifiant_unique = m.identifiant_unique)
+                  AND NOT EXISTS (SELECT FROM {sets} s WHERE s.identifiant_unique = m.identifiant_unique)
+            )
+            SELECT identifiant_unique, bit_xor(h) FROM (
+                SELECT p.identifiant_unique,
+                       hashint8extended(p.action_id, 1) # coalesce((
+                           SELECT bit_xor(hashint8extended((p.action_id::bigint << 32) | sc, 2))
+                           FROM unnest(p.souscategorie_ids) sc), 0) AS h
+                FROM {p} p JOIN todo USING (identifiant_unique)
+                UNION ALL
+                SELECT l.identifiant_unique, hashint8extended(l.labelqualite_id, 3)
+                FROM {l} l JOIN todo USING (identifiant_unique)
+                UNION ALL
+                SELECT s.identifiant_unique, hashint8extended(s.acteurservice_id, 4)
+                FROM {s} s JOIN todo USING (identifiant_unique)
+            ) h
+            GROUP BY identifiant_unique
+            """,
+            sets=t.sets,
+            a=t.acteurs,
+            p=t.propositions,
+            l=t.labels,
+            s=t.services,
+        )
+    )
+    if cur.rowcount > 0:
+        # Without statistics the planner would take the signatures for a handful of rows.
+        cur.execute(_q("ANALYZE {sets}", sets=t.sets))
 
 
 def _changed_columns(cur: psycopg.Cursor, t: _Tables) -> dict[str, int]:
@@ -708,11 +748,12 @@ def apply(
         cur.execute(
             _q(
                 "INSERT INTO qfdmo_acteur (identifiant_unique, {columns}, statut)"
-                " SELECT m.identifiant_unique, {staged_columns}, 'ACTIF'"
-                " FROM {m} m JOIN {d} d ON d.identifiant_unique = m.identifiant_unique"
-                " WHERE d.kind = 'new'"
+                " SELECT m.identifiant_unique, {staged_columns}, 'ACTIF' FROM {m} m"
+                # A semi-join hashes the narrow diff rows, not the wide staged acteurs.
+                " WHERE EXISTS (SELECT FROM {d} d WHERE d.identifiant_unique = m.identifiant_unique"
+                "               AND d.kind = 'new')"
                 # In key order, the primary key's index grows at its right edge.
-                " ORDER BY m.identifiant_unique",
+                ' ORDER BY m.identifiant_unique COLLATE "C"',
                 columns=columns,
                 staged_columns=staged_columns,
                 m=t.acteurs,
@@ -745,55 +786,47 @@ def apply(
         services_written = cur.rowcount
 
         written_set = _q("SELECT identifiant_unique FROM {d} WHERE kind IN ('new', 'changed')", d=t.diff)
-        # Ids drawn up front and kept in staging: sous-catégories then join two staging
-        # tables instead of looking up the live table's (acteur_id, action_id) index.
-        cur.execute(_q("DROP TABLE IF EXISTS {n}", n=t.new_propositions))
         # Resolved once: pg_get_serial_sequence() inside the query would run for every row.
         sequence = cur.execute("SELECT pg_get_serial_sequence('qfdmo_propositionservice', 'id')").fetchone()[0]
-        cur.execute(
+        # One statement writes both tables: each proposition draws its id once, in
+        # (acteur_id, action_id) order so that both indexes of qfdmo_propositionservice and the
+        # sous-catégories' one receive their keys in order; the sous-catégories are unnested from
+        # the same materialised rows instead of being joined back on (acteur_id, action_id).
+        # COLLATE "C": byte order, the order of the C.UTF-8 index keys, sorted with abbreviated keys.
+        ps_count, psc_count = cur.execute(
             _q(
-                "CREATE UNLOGGED TABLE {n} AS"
-                " SELECT nextval({sequence}::regclass)::int AS id,"
-                "   identifiant_unique, action_id"
-                " FROM (SELECT DISTINCT p.identifiant_unique, p.action_id FROM {p} p"
-                "       WHERE p.identifiant_unique IN ({written_set})"
-                # Ids drawn in (acteur_id, action_id) order: both indexes of
-                # qfdmo_propositionservice (and the sous-catégories' one) then receive
-                # their keys in order (sous-catégories insert ~2x faster on a 200k-acteur load).
-                "       ORDER BY 1, 2) x",
-                n=t.new_propositions,
+                """
+                WITH ps AS MATERIALIZED (
+                    SELECT nextval({sequence}::regclass)::int AS id, identifiant_unique, action_id,
+                           souscategorie_ids
+                    FROM (SELECT p.identifiant_unique, p.action_id, p.souscategorie_ids FROM {p} p
+                          WHERE p.identifiant_unique IN ({written_set})
+                          ORDER BY p.identifiant_unique COLLATE "C", p.action_id) x
+                ), inserted_ps AS (
+                    INSERT INTO qfdmo_propositionservice (id, acteur_id, action_id)
+                    SELECT id, identifiant_unique, action_id FROM ps
+                    RETURNING 1
+                ), inserted_psc AS (
+                    INSERT INTO qfdmo_propositionservice_sous_categories
+                        (propositionservice_id, souscategorieobjet_id)
+                    SELECT id, unnest(souscategorie_ids) FROM ps
+                    RETURNING 1
+                )
+                SELECT (SELECT count(*) FROM inserted_ps), (SELECT count(*) FROM inserted_psc)
+                """,
                 p=t.propositions,
                 written_set=written_set,
                 sequence=sql.Literal(sequence),
             )
-        )
-        cur.execute(_q("ANALYZE {n}", n=t.new_propositions))
-        cur.execute(
-            _q(
-                "INSERT INTO qfdmo_propositionservice (id, acteur_id, action_id)"
-                " SELECT id, identifiant_unique, action_id FROM {n} ORDER BY id",
-                n=t.new_propositions,
-            )
-        )
-        ps_written += cur.rowcount
-        cur.execute(
-            _q(
-                "INSERT INTO qfdmo_propositionservice_sous_categories"
-                " (propositionservice_id, souscategorieobjet_id)"
-                " SELECT n.id, p.souscategorie_id FROM {p} p"
-                " JOIN {n} n ON n.identifiant_unique = p.identifiant_unique AND n.action_id = p.action_id"
-                " WHERE p.souscategorie_id IS NOT NULL ORDER BY 1, 2",
-                p=t.propositions,
-                n=t.new_propositions,
-            )
-        )
-        psc_written += cur.rowcount
-        cur.execute(_q("DROP TABLE {n}", n=t.new_propositions))
+        ).fetchone()
+        ps_written += ps_count
+        psc_written += psc_count
         cur.execute(
             _q(
                 "INSERT INTO qfdmo_acteur_labels (acteur_id, labelqualite_id)"
                 " SELECT l.identifiant_unique, l.labelqualite_id FROM {l} l"
-                " WHERE l.identifiant_unique IN ({written_set}) ORDER BY 1, 2",
+                " WHERE l.identifiant_unique IN ({written_set})"
+                ' ORDER BY l.identifiant_unique COLLATE "C", l.labelqualite_id',
                 l=t.labels,
                 written_set=written_set,
             )
@@ -803,7 +836,8 @@ def apply(
             _q(
                 "INSERT INTO qfdmo_acteur_acteur_services (acteur_id, acteurservice_id)"
                 " SELECT s.identifiant_unique, s.acteurservice_id FROM {s} s"
-                " WHERE s.identifiant_unique IN ({written_set}) ORDER BY 1, 2",
+                " WHERE s.identifiant_unique IN ({written_set})"
+                ' ORDER BY s.identifiant_unique COLLATE "C", s.acteurservice_id',
                 s=t.services,
                 written_set=written_set,
             )
