@@ -134,3 +134,44 @@ def test_retry_after_forms_and_backoff_bounds():
     assert _retry_after_seconds("soon") is None
     client = HttpClient(retry=RetryPolicy(backoff_base=0.5, backoff_max=4))
     assert all(0 <= client._backoff(n) <= min(4, 0.5 * 2 ** (n - 1)) for n in range(1, 8) for _ in range(20))
+
+
+def test_a_body_that_is_not_utf8_fails_clearly(tmp_path):
+    import http.server
+    import threading
+
+    class Latin1(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the handler API
+            body = '{"total": 1, "results": [{"nom": "Café"}]}'.encode("latin-1")
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Latin1)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(FeedError, match="not UTF-8"):
+            download("pointsapport", f"http://127.0.0.1:{server.server_port}/lines", tmp_path, _client())
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_feed_digest_ignores_the_cursor_not_the_rows():
+    from qfdmo.feeds.readers import FeedDigest
+
+    def digest(*pages: bytes) -> str:
+        d = FeedDigest()
+        for page in pages:
+            d.update(page)
+        return d.hexdigest()
+
+    page = b'{"total": 2, "next": "%s", "results": [{"id": "%s"}]}'
+    assert digest(page % (b"http://x/lines?after=1", b"a")) == digest(page % (b"http://x/lines?after=99", b"a"))
+    assert digest(page % (b"c", b"a")) != digest(page % (b"c", b"b"))
+    # Page boundaries count: the same bytes split differently are another feed.
+    assert digest(b"ab", b"c") != digest(b"a", b"bc")

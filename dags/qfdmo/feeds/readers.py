@@ -14,6 +14,7 @@ them to the run directory; `iter_raw_rows` gives the rows back.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -45,24 +46,24 @@ def _expect(body: Any, key: str, url: str) -> Any:
     return body[key]
 
 
-_NEXT = re.compile(r'"next"\s*:\s*("(?:[^"\\]|\\.)*"|null)')
-_EMPTY_RESULTS = re.compile(r'"results"\s*:\s*\[\s*\]')
-_TOTAL = re.compile(r'"total"\s*:\s*(\d+)')
+_NEXT = re.compile(rb'"next"\s*:\s*("(?:[^"\\]|\\.)*"|null)')
+_EMPTY_RESULTS = re.compile(rb'"results"\s*:\s*\[\s*\]')
+_TOTAL = re.compile(rb'"total"\s*:\s*(\d+)')
 
 
-def _as_line(text: str) -> str:
+def _as_line(page: bytes) -> bytes:
     # JSON strings cannot hold a raw newline, so newlines are only layout: safe to flatten.
-    return text.replace("\r", " ").replace("\n", " ") if "\n" in text or "\r" in text else text
+    return page.replace(b"\r", b" ").replace(b"\n", b" ") if b"\n" in page or b"\r" in page else page
 
 
-def _decode_page(text: str, url: str) -> Any:
+def _decode_page(page: bytes, url: str) -> Any:
     try:
-        return json.loads(text)
+        return json.loads(page)
     except ValueError:
-        raise FeedError(f"{redact_url(url)} answered something that is not JSON: {text[:120]!r}") from None
+        raise FeedError(f"{redact_url(url)} answered something that is not JSON: {page[:120]!r}") from None
 
 
-def _datafair_page_meta(text: str, url: str) -> tuple[str | None, bool, int | None]:
+def _datafair_page_meta(page: bytes, url: str) -> tuple[str | None, bool, int | None]:
     """(next URL, page is empty, total) read without decoding the page's rows.
 
     Decoding 10,000 rows costs ~0.2 s and the normalise step decodes them anyway; only the cursor
@@ -70,16 +71,17 @@ def _datafair_page_meta(text: str, url: str) -> tuple[str | None, bool, int | No
     would be escaped, and data-fair rows are flat), so a pattern is enough; anything unexpected
     falls back to a full decode.
     """
-    total_match = _TOTAL.search(text, 0, 200) or _TOTAL.search(text)
+    total_match = _TOTAL.search(page, 0, 200) or _TOTAL.search(page)
     total = int(total_match.group(1)) if total_match else None
-    if '"results"' not in text:
-        _expect(_decode_page(text, url), "results", url)
-    empty = _EMPTY_RESULTS.search(text) is not None
-    if '"next"' not in text:
+    results_at = page.find(b'"results"')
+    if results_at < 0:
+        _expect(_decode_page(page, url), "results", url)
+    empty = _EMPTY_RESULTS.match(page, results_at) is not None
+    if b'"next"' not in page:
         return None, empty, total
-    match = _NEXT.search(text)
+    match = _NEXT.search(page)
     if match is None:
-        body = _decode_page(text, url)
+        body = _decode_page(page, url)
         return body.get("next"), not body.get("results"), body.get("total")
     return json.loads(match.group(1)), empty, total
 
@@ -88,7 +90,7 @@ def _datafair_page_meta(text: str, url: str) -> tuple[str | None, bool, int | No
 class FeedPages:
     """Pages of a feed as JSON lines `{"results": [...], …}`; `total` once the API announced it."""
 
-    lines: Iterator[str]
+    lines: Iterator[bytes]
     total: list[int] = field(default_factory=list)
 
 
@@ -96,17 +98,17 @@ def read_datafair(client: HttpClient, url: str) -> FeedPages:
     """Pages of a data-fair `lines` endpoint, following `next` until absent."""
     pages = FeedPages(iter(()))
 
-    def lines() -> Iterator[str]:
+    def lines() -> Iterator[bytes]:
         next_url: str | None = _with_params(url, size=DATAFAIR_PAGE_SIZE)
         seen: set[str] = set()
         while next_url:
-            text = client.get_text(next_url)
-            following, empty, total = _datafair_page_meta(text, next_url)
+            page = client.get_bytes(next_url)
+            following, empty, total = _datafair_page_meta(page, next_url)
             if total is not None and not pages.total:
                 pages.total.append(total)
             if empty:  # an empty page ends the feed even if a `next` is offered
                 return
-            yield _as_line(text)
+            yield _as_line(page)
             if following in seen:  # a server repeating a cursor would loop forever
                 raise FeedError(f"{redact_url(next_url)}: 'next' points to an already read page")
             if following:
@@ -126,7 +128,7 @@ def read_artisanat(client: HttpClient, url: str) -> FeedPages:
     query.pop("offset", None)
     base = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
 
-    def lines() -> Iterator[str]:
+    def lines() -> Iterator[bytes]:
         offset = 0
         total: int | None = None
         while total is None or offset < total:
@@ -140,14 +142,16 @@ def read_artisanat(client: HttpClient, url: str) -> FeedPages:
             results = _expect(body, "results", base)
             if not results:
                 return
-            yield json.dumps({"results": results}, ensure_ascii=False)
+            yield json.dumps({"results": results}, ensure_ascii=False).encode()
             offset += len(results)
 
     pages.lines = lines()
     return pages
 
 
-def _read_artisanat_export(client: HttpClient, records_url: str, query: dict[str, str], skip: int) -> Iterator[str]:
+def _read_artisanat_export(
+    client: HttpClient, records_url: str, query: dict[str, str], skip: int
+) -> Iterator[bytes]:
     if not records_url.endswith("/records"):
         raise FeedError(f"{redact_url(records_url)}: cannot derive the exports endpoint")
     export_url = records_url[: -len("/records")] + "/exports/json"
@@ -155,7 +159,7 @@ def _read_artisanat_export(client: HttpClient, records_url: str, query: dict[str
     if not isinstance(rows, list):
         raise FeedError(f"{redact_url(export_url)} did not answer a JSON list")
     for start in range(skip, len(rows), 1000):
-        yield json.dumps({"results": rows[start : start + 1000]}, ensure_ascii=False)
+        yield json.dumps({"results": rows[start : start + 1000]}, ensure_ascii=False).encode()
 
 
 def datafair_dataset_url(feed_url: str, dataset: str) -> str:
@@ -196,7 +200,32 @@ class DownloadResult:
     requests: int
     retries: int
     raw_path: str
+    content_sha256: str  # FeedDigest of the pages: equal for the same rows in the same order
     nomenclature_path: str | None = None
+
+
+class FeedDigest:
+    """sha256 of a feed's pages with data-fair's `next` cursors left out: the cursor changes from
+    one response to the next for the same rows, so it is not content."""
+
+    def __init__(self) -> None:
+        self._sha = hashlib.sha256()
+
+    def update(self, page: bytes) -> None:
+        # Only the first `"next"` key: the page's own (data-fair writes it before `results`).
+        # Should a row carry one first, the cursor stays in the digest: another digest, no harm.
+        start = page.find(b'"next"')
+        match = _NEXT.match(page, start) if start >= 0 else None
+        if match is None:
+            self._sha.update(page)
+        else:
+            view = memoryview(page)
+            self._sha.update(view[:start])
+            self._sha.update(view[match.end() :])
+        self._sha.update(b"\n")
+
+    def hexdigest(self) -> str:
+        return self._sha.hexdigest()
 
 
 def download(
@@ -220,12 +249,14 @@ def download(
     client = client or HttpClient()
     n_pages = size = 0
     nomenclature_path = None
+    digest = FeedDigest()
     try:
         pages = READERS[fmt](client, url)
-        with raw_path.open("w", encoding="utf-8") as out:
+        with raw_path.open("wb") as out:
             for line in pages.lines:
                 out.write(line)
-                out.write("\n")
+                out.write(b"\n")
+                digest.update(line)
                 n_pages += 1
                 size += len(line) + 1
         total = pages.total[0] if pages.total else None
@@ -245,6 +276,7 @@ def download(
             requests=client.requests_made,
             retries=client.retries_made,
             raw_path=str(raw_path),
+            content_sha256=digest.hexdigest(),
             nomenclature_path=nomenclature_path,
         )
     finally:

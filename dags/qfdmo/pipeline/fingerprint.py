@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -29,30 +28,10 @@ UNCHANGED_REASON = "unchanged feed: nothing to do"
 FINGERPRINT_FILE = "fingerprint.json"
 RECORD_TABLE = "qfdmo_pipeline.applied_feed"
 
-# data-fair's cursor changes from one response to the next for the same rows: not row content.
-_NEXT = re.compile(rb'"next"\s*:\s*("(?:[^"\\]|\\.)*"|null)')
 _QFDMO_DIR = Path(__file__).resolve().parent.parent
 # Everything that turns feed rows into carte rows: code, mappings, declarations, reference data.
 _CODE_DIRS = ("sources", "carte_db", "pipeline", "feeds")
 _CODE_SUFFIXES = {".py", ".csv", ".sql", ".yaml", ".yml", ".json"}
-
-
-def feed_digest(raw_path: Path) -> str:
-    """sha256 of the raw pages (rows in order) with the volatile `next` cursors removed."""
-    digest = hashlib.sha256()
-    with raw_path.open("rb") as lines:
-        for line in lines:
-            # Only the first `"next"` key: the page's own (data-fair writes it before `results`).
-            # Should a row carry one first, the cursor stays in the hash: another digest, full path.
-            start = line.find(b'"next"')
-            match = _NEXT.match(line, start) if start >= 0 else None
-            if match is None:
-                digest.update(line)
-            else:
-                view = memoryview(line)
-                digest.update(view[:start])
-                digest.update(view[match.end():])
-    return digest.hexdigest()
 
 
 def code_version() -> str:

@@ -71,7 +71,7 @@ def download(
     )
     # The URL is part of the run's inputs (another endpoint is another feed), hashed so that no
     # credential it may carry travels in XCom.
-    feed = hashlib.sha256(url.encode() + b"\0" + fp.feed_digest(run_dir / RAW_FILE).encode()).hexdigest()
+    feed = hashlib.sha256(url.encode() + b"\0" + result.content_sha256.encode()).hexdigest()
     return {
         "url": redact_url(url),
         "feed_sha256": feed,
