@@ -340,15 +340,38 @@ def test_acteur_new_at_stage_and_written_before_apply_is_compared_with_its_sets(
     drop_staging(conn, "waiting")
 
 
-def test_unknown_codes_fail_before_anything_is_written(conn, tmp_path):
+@pytest.fixture(params=["one connection", "two connections"])
+def second_conn(request, carte_dsn):
+    """stage() on one connection, or with the second one it loads and checks the sets on."""
+    if request.param == "one connection":
+        yield None
+    else:
+        with psycopg.connect(carte_dsn, autocommit=True) as connection:
+            yield connection
+
+
+def test_unknown_codes_fail_before_anything_is_written(conn, second_conn, tmp_path):
     before = contents(conn)
     feed = [acteur(1, ps={"trier": ["vetement", "objet_inconnu"]}), acteur(2, acteur_type_code="inconnu"),
-            acteur(3, labels=["label_inconnu"])]
+            acteur(3, labels=["label_inconnu"]), acteur(4, services=["service_inconnu"])]
     with pytest.raises(StagingError) as error:
-        stage(conn, "t", write_run(tmp_path / "r1", feed), SOURCES)
+        stage(conn, "t", write_run(tmp_path / "r1", feed), SOURCES, second_conn)
     message = str(error.value)
     assert "'objet_inconnu' x1" in message and "'inconnu' x1" in message and "'label_inconnu'" in message
+    assert "'service_inconnu' x1" in message
     assert contents(conn) == before
+    drop_staging(conn, "t")
+
+
+def test_sets_without_acteur_line_fail_clearly(conn, second_conn, tmp_path):
+    run_dir = write_run(tmp_path / "r1", [acteur(1)])
+    with (run_dir / PROPOSITIONS_FILE).open("a", encoding="utf-8") as propositions:
+        propositions.write("refashion_PAV-9\ttrier\tvetement\nrefashion_PAV-9\treparer\t\\N\n")
+    with (run_dir / LABELS_FILE).open("a", encoding="utf-8") as labels:
+        labels.write("refashion_PAV-8\trefashion\n")
+    with pytest.raises(StagingError, match="2 propositions, 1 labels of an identifiant_unique without acteur line"):
+        stage(conn, "t", run_dir, SOURCES, second_conn)
+    drop_staging(conn, "t")
 
 
 def test_acteurs_of_other_sources_are_rejected(conn, tmp_path):

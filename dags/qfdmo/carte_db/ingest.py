@@ -3,13 +3,14 @@
 Flow (the pipeline calls these in order; hours may pass between diff and apply
 while a human approves a large deactivation):
 
-* ``stage(conn, run_key, run_dir, source_codes) -> StageResult``
+* ``stage(conn, run_key, run_dir, source_codes[, second_conn]) -> StageResult``
   COPYs the four normalised files of ``run_dir`` (format: ``staging_format``)
   into UNLOGGED tables of schema ``qfdmo_staging`` suffixed by the run key,
   resolves codes to ids (unknown codes -> ``StagingError`` before anything is
   written to qfdmo tables), merges duplicate identifiant_unique rows (lowest
   row_number wins for scalar columns; union of propositions, sous-catégories,
-  labels and services) and computes the diff.
+  labels and services) and computes the diff. With a second connection, the
+  propositions are loaded and the sets checked on it, in parallel.
 * ``diff(conn, run_key, source_codes) -> DiffResult`` (re)computes the diff
   against qfdmo_acteur: new / changed / unchanged / inactive (INACTIF in the DB:
   a human decision, left untouched) / to_deactivate (ACTIF acteurs of
@@ -26,7 +27,8 @@ while a human approves a large deactivation):
 "Changed" compares every managed column (the feed's columns, location as EWKB,
 statut) with ``IS DISTINCT FROM`` and the sets through order-independent 64-bit
 signatures (XOR of hashes of (action), (action, sous-catégorie), label and
-service ids), computed on both sides in SQL. A SUPPRIME acteur present again is
+service ids), computed on both sides in SQL, for the acteurs that already exist
+only (a first load signs nothing). A SUPPRIME acteur present again is
 changed (reactivated). Columns the feed does not carry (nom_officiel,
 naf_principal, commentaires, siret_is_closed, action_principale_id) are kept.
 ``DiffResult.changed_columns`` counts the changed acteurs per differing column.
@@ -44,24 +46,26 @@ import hashlib
 import logging
 import re
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import psycopg
 from psycopg import sql
 
 from qfdmo.carte_db.staging_format import (
-    ACTEUR_COLUMNS,
-    ACTEUR_SERVICE_COLUMNS,
     ACTEUR_SERVICES_FILE,
     ACTEURS_FILE,
-    LABEL_COLUMNS,
+    FILES,
     LABELS_FILE,
-    PROPOSITION_COLUMNS,
     PROPOSITIONS_FILE,
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+R = TypeVar("R")
 
 STAGING_SCHEMA = "qfdmo_staging"
 EXAMPLES = 5
@@ -249,41 +253,43 @@ def stage(
     run_key: str,
     run_dir: Path,
     source_codes: list[str] | tuple[str, ...] | frozenset[str],
+    second_conn: psycopg.Connection | None = None,
 ) -> StageResult:
-    """COPY the run files into staging, merge duplicates, resolve codes, compute the diff."""
+    """COPY the run files into staging, merge duplicates, resolve codes, compute the diff.
+
+    With `second_conn` (another connection to the same database), the propositions are loaded
+    and merged on it while `conn` loads the acteurs, labels and services: two server processes,
+    two cores. Staging tables are the run's own, so they need no common transaction; a failure
+    leaves some of them behind for drop_staging(), and nothing in the qfdmo tables.
+    """
     t = _tables(run_key)
     seconds: dict[str, float] = {}
     rows: dict[str, int] = {}
     started = time.perf_counter()
     with conn.transaction(), conn.cursor() as cur:
-        _session_settings(cur)
         cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(STAGING_SCHEMA)))
         for table in t.all():
             cur.execute(_q("DROP TABLE IF EXISTS {t}", t=table))
-        raw_defs = [
-            (t.acteurs_raw, ACTEURS_FILE, ACTEUR_COLUMNS),
-            (t.propositions_raw, PROPOSITIONS_FILE, PROPOSITION_COLUMNS),
-            (t.labels_raw, LABELS_FILE, LABEL_COLUMNS),
-            (t.services_raw, ACTEUR_SERVICES_FILE, ACTEUR_SERVICE_COLUMNS),
-        ]
-        for table, filename, columns in raw_defs:
-            column_defs = sql.SQL(", ").join(
-                sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(_RAW_TYPES.get(c, "text"))) for c in columns
-            )
-            cur.execute(
-                _q("CREATE UNLOGGED TABLE {t} ({defs}) WITH (autovacuum_enabled = false)", t=table, defs=column_defs)
-            )
-            rows[filename] = _copy_file(cur, table, run_dir / filename)
-        seconds["copy"] = time.perf_counter() - started
+    if second_conn is None:
+        rows |= _in_transaction(conn, _stage_acteurs, t, run_dir)
+        rows |= _in_transaction(conn, _stage_propositions, t, run_dir)
+    else:
+        with ThreadPoolExecutor(1, thread_name_prefix="stage") as pool:
+            propositions = pool.submit(_in_transaction, second_conn, _stage_propositions, t, run_dir)
+            try:
+                rows |= _in_transaction(conn, _stage_acteurs, t, run_dir)
+            finally:
+                rows |= propositions.result()
+    seconds["load"] = time.perf_counter() - started
 
-        started = time.perf_counter()
-        # Staging statistics only guide joins: a small sample is enough and much cheaper.
-        cur.execute("SET LOCAL default_statistics_target = 10")
-        _merge(cur, t, source_codes)
+    started = time.perf_counter()
+    _check(conn, second_conn, t, source_codes)
+    seconds["check"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    with conn.transaction(), conn.cursor() as cur:
+        _staging_settings(cur)
         acteurs = cur.execute(_q("SELECT count(*) FROM {a}", a=t.acteurs)).fetchone()[0]
-        seconds["merge"] = time.perf_counter() - started
-
-        started = time.perf_counter()
         result = _diff(cur, t, source_codes)
         seconds["diff"] = time.perf_counter() - started
     return StageResult(
@@ -294,6 +300,30 @@ def stage(
         diff=result,
         seconds={k: round(v, 3) for k, v in seconds.items()},
     )
+
+
+def _in_transaction(
+    conn: psycopg.Connection, work: Callable[[psycopg.Cursor, _Tables, T], R], t: _Tables, argument: T
+) -> R:
+    """`work(cursor, t, argument)` in a staging transaction of its own on `conn`."""
+    with conn.transaction(), conn.cursor() as cur:
+        _staging_settings(cur)
+        return work(cur, t, argument)
+
+
+def _staging_settings(cur: psycopg.Cursor) -> None:
+    _session_settings(cur)
+    # Staging statistics only guide joins: a small sample is enough and much cheaper.
+    cur.execute("SET LOCAL default_statistics_target = 10")
+
+
+def _load_raw(cur: psycopg.Cursor, table: sql.Composable, run_dir: Path, filename: str) -> int:
+    """Create the raw staging table of one run file and COPY the file into it."""
+    column_defs = sql.SQL(", ").join(
+        sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(_RAW_TYPES.get(c, "text"))) for c in FILES[filename]
+    )
+    cur.execute(_q("CREATE UNLOGGED TABLE {t} ({defs}) WITH (autovacuum_enabled = false)", t=table, defs=column_defs))
+    return _copy_file(cur, table, run_dir / filename)
 
 
 def _session_settings(cur: psycopg.Cursor) -> None:
@@ -313,9 +343,13 @@ def _copy_file(cur: psycopg.Cursor, table: sql.Composable, path: Path) -> int:
     return cur.rowcount
 
 
-def _merge(cur: psycopg.Cursor, t: _Tables, source_codes: list[str] | tuple[str, ...] | frozenset[str]) -> None:
-    """Resolve codes to ids and merge duplicates; unknown codes become NULL (or -1) ids
-    that _check() turns into a StagingError, so the happy path scans each file once."""
+# Codes are resolved to ids while merging; unknown codes become NULL (or -1) ids that _check()
+# turns into a StagingError, so the happy path reads each staged table once.
+
+
+def _stage_propositions(cur: psycopg.Cursor, t: _Tables, run_dir: Path) -> dict[str, int]:
+    """Load propositions.tsv and merge it: one row per (acteur, action)."""
+    rows = {PROPOSITIONS_FILE: _load_raw(cur, t.propositions_raw, run_dir, PROPOSITIONS_FILE)}
     # One row per (acteur, action) with the union of its sous-catégories over duplicate rows.
     # Sorted groups, not hashed ones: ~1M array_agg states would not fit in work_mem and spill;
     # sorted in byte order ("C", abbreviated keys), which is also the order apply() writes in.
@@ -341,12 +375,26 @@ def _merge(cur: psycopg.Cursor, t: _Tables, source_codes: list[str] | tuple[str,
         )
     )
     cur.execute("SET LOCAL enable_hashagg = on")
+    return rows
+
+
+def _stage_acteurs(cur: psycopg.Cursor, t: _Tables, run_dir: Path) -> dict[str, int]:
+    """Load acteurs.tsv, labels.tsv and acteur_services.tsv and merge them: one row per acteur,
+    per (acteur, label) and per (acteur, service)."""
+    rows = {
+        ACTEURS_FILE: _load_raw(cur, t.acteurs_raw, run_dir, ACTEURS_FILE),
+        LABELS_FILE: _load_raw(cur, t.labels_raw, run_dir, LABELS_FILE),
+        ACTEUR_SERVICES_FILE: _load_raw(cur, t.services_raw, run_dir, ACTEUR_SERVICES_FILE),
+    }
     cur.execute(
         _q(
             """
             CREATE UNLOGGED TABLE {l} WITH (autovacuum_enabled = false) AS
-            SELECT DISTINCT r.identifiant_unique, x.id AS labelqualite_id
-            FROM {raw} r LEFT JOIN qfdmo_labelqualite x ON x.code = r.label_code
+            SELECT iu COLLATE "default" AS identifiant_unique, labelqualite_id FROM (
+                SELECT DISTINCT r.identifiant_unique COLLATE "C" AS iu, x.id AS labelqualite_id
+                FROM {raw} r LEFT JOIN qfdmo_labelqualite x ON x.code = r.label_code
+            ) x
+            ORDER BY iu, labelqualite_id
             """,
             l=t.labels,
             raw=t.labels_raw,
@@ -356,8 +404,11 @@ def _merge(cur: psycopg.Cursor, t: _Tables, source_codes: list[str] | tuple[str,
         _q(
             """
             CREATE UNLOGGED TABLE {s} WITH (autovacuum_enabled = false) AS
-            SELECT DISTINCT r.identifiant_unique, x.id AS acteurservice_id
-            FROM {raw} r LEFT JOIN qfdmo_acteurservice x ON x.code = r.acteur_service_code
+            SELECT iu COLLATE "default" AS identifiant_unique, acteurservice_id FROM (
+                SELECT DISTINCT r.identifiant_unique COLLATE "C" AS iu, x.id AS acteurservice_id
+                FROM {raw} r LEFT JOIN qfdmo_acteurservice x ON x.code = r.acteur_service_code
+            ) x
+            ORDER BY iu, acteurservice_id
             """,
             s=t.services,
             raw=t.services_raw,
@@ -396,16 +447,37 @@ def _merge(cur: psycopg.Cursor, t: _Tables, source_codes: list[str] | tuple[str,
             bool_columns=bool_columns,
         )
     )
-    _check(cur, t, source_codes)
-    cur.execute(_q("ALTER TABLE {a} ADD PRIMARY KEY (identifiant_unique)", a=t.acteurs))
-    # Statistics of the join key only: enough for the planner, much cheaper than all columns.
-    for table in (t.acteurs, t.propositions, t.labels, t.services):
-        cur.execute(_q("ANALYZE {t} (identifiant_unique)", t=table))
+    return rows
 
 
-def _check(cur: psycopg.Cursor, t: _Tables, source_codes: list[str] | tuple[str, ...] | frozenset[str]) -> None:
-    """Unknown codes were rejected upstream; one that slips through stops the run here,
-    before anything is written to the qfdmo tables."""
+def _check(
+    conn: psycopg.Connection,
+    second_conn: psycopg.Connection | None,
+    t: _Tables,
+    source_codes: list[str] | tuple[str, ...] | frozenset[str],
+) -> None:
+    """Unknown codes were rejected upstream; one that slips through stops the run here, before
+    anything is written to the qfdmo tables. Also indexes and analyses the staged tables.
+
+    The acteurs' checks and the sets' checks read different tables: with `second_conn` they run
+    at the same time."""
+    if second_conn is None:
+        problems = _in_transaction(conn, _check_acteurs, t, source_codes)
+        problems += _in_transaction(conn, _check_sets, t, source_codes)
+    else:
+        with ThreadPoolExecutor(1, thread_name_prefix="check") as pool:
+            sets_problems = pool.submit(_in_transaction, second_conn, _check_sets, t, source_codes)
+            try:
+                problems = _in_transaction(conn, _check_acteurs, t, source_codes)
+            finally:
+                problems += sets_problems.result()
+    if problems:
+        raise StagingError("; ".join(problems))
+
+
+def _check_acteurs(
+    cur: psycopg.Cursor, t: _Tables, source_codes: list[str] | tuple[str, ...] | frozenset[str]
+) -> list[str]:
     problems: list[str] = []
     limited = [(c, n) for c, n in _TEXT_COLUMNS if n is not None]
     checks = sql.SQL(", ").join(
@@ -414,6 +486,8 @@ def _check(cur: psycopg.Cursor, t: _Tables, source_codes: list[str] | tuple[str,
             sql.SQL("count(*) FILTER (WHERE coalesce(source_code, '') = '')"),
             sql.SQL("count(*) FILTER (WHERE coalesce(acteur_type_code, '') = '')"),
             sql.SQL("count(*) FILTER (WHERE NOT (source_code = ANY(%(sources)s)))"),
+            sql.SQL("count(*) FILTER (WHERE source_id IS NULL AND coalesce(source_code, '') <> '')"),
+            sql.SQL("count(*) FILTER (WHERE acteur_type_id IS NULL AND coalesce(acteur_type_code, '') <> '')"),
             *(
                 sql.SQL("count(*) FILTER (WHERE length({c}) > {n})").format(c=sql.Identifier(c), n=sql.Literal(n))
                 for c, n in limited
@@ -421,7 +495,7 @@ def _check(cur: psycopg.Cursor, t: _Tables, source_codes: list[str] | tuple[str,
         ]
     )
     counts = cur.execute(_q("SELECT {checks} FROM {a}", checks=checks, a=t.acteurs), {"sources": list(source_codes)})
-    no_id, no_source, no_type, foreign, *too_long = counts.fetchone()
+    no_id, no_source, no_type, foreign, unknown_source, unknown_type, *too_long = counts.fetchone()
     if no_id or no_source or no_type:
         problems.append(
             f"missing values: identifiant_unique x{no_id}, source_code x{no_source}, acteur_type_code x{no_type}"
@@ -431,48 +505,10 @@ def _check(cur: psycopg.Cursor, t: _Tables, source_codes: list[str] | tuple[str,
     overflow = [f"{c} > {n} chars x{k}" for (c, n), k in zip(limited, too_long, strict=True) if k]
     if overflow:
         problems.append("values too long for qfdmo_acteur: " + ", ".join(overflow))
-
-    unresolved = [
-        (
-            t.acteurs,
-            "source_id IS NULL AND coalesce(source_code, '') <> ''",
-            "source_code",
-            t.acteurs_raw,
-            "qfdmo_source",
-        ),
-        (
-            t.acteurs,
-            "acteur_type_id IS NULL AND coalesce(acteur_type_code, '') <> ''",
-            "acteur_type_code",
-            t.acteurs_raw,
-            "qfdmo_acteurtype",
-        ),
-        (t.propositions, "action_id IS NULL", "action_code", t.propositions_raw, "qfdmo_action"),
-        (
-            t.propositions,
-            "-1 = ANY(souscategorie_ids)",
-            "sous_categorie_code",
-            t.propositions_raw,
-            "qfdmo_souscategorieobjet",
-        ),
-        (t.labels, "labelqualite_id IS NULL", "label_code", t.labels_raw, "qfdmo_labelqualite"),
-        (t.services, "acteurservice_id IS NULL", "acteur_service_code", t.services_raw, "qfdmo_acteurservice"),
-    ]
-    for merged, condition, column, raw, ref in unresolved:
-        if not cur.execute(_q("SELECT EXISTS (SELECT FROM {m} WHERE " + condition + ")", m=merged)).fetchone()[0]:
-            continue
-        # Rare path: name the unknown codes with their counts.
-        cur.execute(
-            _q(
-                "SELECT r.{c}, count(*) FROM {raw} r LEFT JOIN {ref} x ON x.code = r.{c}"
-                " WHERE x.id IS NULL AND coalesce(r.{c}, '') <> ''"
-                " GROUP BY r.{c} ORDER BY count(*) DESC, r.{c} LIMIT 20",
-                c=sql.Identifier(column),
-                raw=raw,
-                ref=sql.Identifier(ref),
-            )
-        )
-        problems.append(f"unknown {column}: " + ", ".join(f"{v!r} x{n}" for v, n in cur.fetchall()))
+    if unknown_source:
+        problems.append(_unknown_codes(cur, "source_code", t.acteurs_raw, "qfdmo_source"))
+    if unknown_type:
+        problems.append(_unknown_codes(cur, "acteur_type_code", t.acteurs_raw, "qfdmo_acteurtype"))
 
     # qfdmo_acteur allows one ACTIF acteur per (source, identifiant_externe): say which ones
     # collide instead of failing later on the unique index.
@@ -489,24 +525,75 @@ def _check(cur: psycopg.Cursor, t: _Tables, source_codes: list[str] | tuple[str,
             "several identifiant_unique share a (source, identifiant_externe): "
             + ", ".join(f"{src}/{ext!r} x{n}" for src, ext, n in collisions)
         )
+    if not problems:
+        cur.execute(_q("ALTER TABLE {a} ADD PRIMARY KEY (identifiant_unique)", a=t.acteurs))
+        # Statistics of the join key only: enough for the planner, much cheaper than all columns.
+        cur.execute(_q("ANALYZE {a} (identifiant_unique)", a=t.acteurs))
+    return problems
 
-    # Propositions, labels or services of an identifiant_unique that has no acteur line.
-    orphans = cur.execute(
-        _q(
-            "SELECT count(DISTINCT identifiant_unique) FROM ("
-            " SELECT identifiant_unique FROM {p} UNION ALL SELECT identifiant_unique FROM {l}"
-            " UNION ALL SELECT identifiant_unique FROM {s}) x"
-            " WHERE NOT EXISTS (SELECT FROM {a} a WHERE a.identifiant_unique = x.identifiant_unique)",
-            p=t.propositions,
-            l=t.labels,
-            s=t.services,
-            a=t.acteurs,
+
+def _check_sets(
+    cur: psycopg.Cursor, t: _Tables, source_codes: list[str] | tuple[str, ...] | frozenset[str]
+) -> list[str]:
+    """Unresolved codes of the propositions, labels and services, and rows of them whose
+    identifiant_unique has no acteur line (one pass over each table)."""
+    problems: list[str] = []
+    sets = [
+        (
+            t.propositions,
+            "propositions",
+            [
+                ("action_id IS NULL", "action_code", t.propositions_raw, "qfdmo_action"),
+                ("-1 = ANY(souscategorie_ids)", "sous_categorie_code", t.propositions_raw, "qfdmo_souscategorieobjet"),
+            ],
+        ),
+        (t.labels, "labels", [("labelqualite_id IS NULL", "label_code", t.labels_raw, "qfdmo_labelqualite")]),
+        (
+            t.services,
+            "services",
+            [("acteurservice_id IS NULL", "acteur_service_code", t.services_raw, "qfdmo_acteurservice")],
+        ),
+    ]
+    orphans: list[str] = []
+    for table, name, unresolved in sets:
+        conditions = sql.SQL(", ").join(
+            sql.SQL("count(*) FILTER (WHERE " + condition + ")") for condition, *_ in unresolved
         )
-    ).fetchone()[0]
+        # The anti-join in a subquery of its own: inside FILTER it would run once per row.
+        without_acteur, *unresolved_counts = cur.execute(
+            _q(
+                "SELECT (SELECT count(*) FROM {x} x WHERE NOT EXISTS"
+                "          (SELECT FROM {a} a WHERE a.identifiant_unique = x.identifiant_unique)),"
+                " {conditions} FROM {x}",
+                a=t.acteurs_raw,
+                x=table,
+                conditions=conditions,
+            )
+        ).fetchone()
+        if without_acteur:
+            orphans.append(f"{without_acteur} {name}")
+        for count, (_, column, raw, ref) in zip(unresolved_counts, unresolved, strict=True):
+            if count:
+                problems.append(_unknown_codes(cur, column, raw, ref))
+        cur.execute(_q("ANALYZE {x} (identifiant_unique)", x=table))
     if orphans:
-        problems.append(f"{orphans} identifiant_unique have propositions, labels or services but no acteur line")
-    if problems:
-        raise StagingError("; ".join(problems))
+        problems.append(f"{', '.join(orphans)} of an identifiant_unique without acteur line")
+    return problems
+
+
+def _unknown_codes(cur: psycopg.Cursor, column: str, raw: sql.Composable, ref: str) -> str:
+    """Rare path: name the unknown codes of `column` with their counts."""
+    cur.execute(
+        _q(
+            "SELECT r.{c}, count(*) FROM {raw} r LEFT JOIN {ref} x ON x.code = r.{c}"
+            " WHERE x.id IS NULL AND coalesce(r.{c}, '') <> ''"
+            " GROUP BY r.{c} ORDER BY count(*) DESC, r.{c} LIMIT 20",
+            c=sql.Identifier(column),
+            raw=raw,
+            ref=sql.Identifier(ref),
+        )
+    )
+    return f"unknown {column}: " + ", ".join(f"{v!r} x{n}" for v, n in cur.fetchall())
 
 
 # ---------------------------------------------------------------------- diff
@@ -745,19 +832,29 @@ def apply(
             )
         )
         updated = cur.rowcount
+        # The staged tables are written in key order (byte order: the order of the C.UTF-8 index
+        # keys), so that the indexes grow at their right edge. When every staged acteur is written
+        # (a first load), they are read as they lie: no join, no sort.
+        staged = result.new + result.changed + result.unchanged + result.inactive
+        if result.new == staged:
+            new_rows, new_order = sql.SQL(""), sql.SQL("")
+        else:
+            # A semi-join hashes the narrow diff rows, not the wide staged acteurs.
+            new_rows = _q(
+                " WHERE EXISTS (SELECT FROM {d} d WHERE d.identifiant_unique = m.identifiant_unique"
+                " AND d.kind = 'new')",
+                d=t.diff,
+            )
+            new_order = sql.SQL(' ORDER BY m.identifiant_unique COLLATE "C"')
         cur.execute(
             _q(
                 "INSERT INTO qfdmo_acteur (identifiant_unique, {columns}, statut)"
-                " SELECT m.identifiant_unique, {staged_columns}, 'ACTIF' FROM {m} m"
-                # A semi-join hashes the narrow diff rows, not the wide staged acteurs.
-                " WHERE EXISTS (SELECT FROM {d} d WHERE d.identifiant_unique = m.identifiant_unique"
-                "               AND d.kind = 'new')"
-                # In key order, the primary key's index grows at its right edge.
-                ' ORDER BY m.identifiant_unique COLLATE "C"',
+                " SELECT m.identifiant_unique, {staged_columns}, 'ACTIF' FROM {m} m{new_rows}{new_order}",
                 columns=columns,
                 staged_columns=staged_columns,
                 m=t.acteurs,
-                d=t.diff,
+                new_rows=new_rows,
+                new_order=new_order,
             )
         )
         written["qfdmo_acteur"] = deactivated + updated + cur.rowcount
@@ -785,23 +882,28 @@ def apply(
         )
         services_written = cur.rowcount
 
-        written_set = _q("SELECT identifiant_unique FROM {d} WHERE kind IN ('new', 'changed')", d=t.diff)
+        if result.new + result.changed == staged:
+            written_rows, written_order = sql.SQL(""), sql.SQL("")
+        else:
+            written_rows = _q(
+                " WHERE x.identifiant_unique IN (SELECT identifiant_unique FROM {d} WHERE kind IN ('new', 'changed'))",
+                d=t.diff,
+            )
+            written_order = sql.SQL(' ORDER BY x.identifiant_unique COLLATE "C", 2')
         # Resolved once: pg_get_serial_sequence() inside the query would run for every row.
         sequence = cur.execute("SELECT pg_get_serial_sequence('qfdmo_propositionservice', 'id')").fetchone()[0]
         # One statement writes both tables: each proposition draws its id once, in
         # (acteur_id, action_id) order so that both indexes of qfdmo_propositionservice and the
         # sous-catégories' one receive their keys in order; the sous-catégories are unnested from
         # the same materialised rows instead of being joined back on (acteur_id, action_id).
-        # COLLATE "C": byte order, the order of the C.UTF-8 index keys, sorted with abbreviated keys.
         ps_count, psc_count = cur.execute(
             _q(
                 """
                 WITH ps AS MATERIALIZED (
                     SELECT nextval({sequence}::regclass)::int AS id, identifiant_unique, action_id,
                            souscategorie_ids
-                    FROM (SELECT p.identifiant_unique, p.action_id, p.souscategorie_ids FROM {p} p
-                          WHERE p.identifiant_unique IN ({written_set})
-                          ORDER BY p.identifiant_unique COLLATE "C", p.action_id) x
+                    FROM (SELECT x.identifiant_unique, x.action_id, x.souscategorie_ids
+                          FROM {p} x{written_rows}{written_order}) x
                 ), inserted_ps AS (
                     INSERT INTO qfdmo_propositionservice (id, acteur_id, action_id)
                     SELECT id, identifiant_unique, action_id FROM ps
@@ -815,7 +917,8 @@ def apply(
                 SELECT (SELECT count(*) FROM inserted_ps), (SELECT count(*) FROM inserted_psc)
                 """,
                 p=t.propositions,
-                written_set=written_set,
+                written_rows=written_rows,
+                written_order=written_order,
                 sequence=sql.Literal(sequence),
             )
         ).fetchone()
@@ -824,22 +927,20 @@ def apply(
         cur.execute(
             _q(
                 "INSERT INTO qfdmo_acteur_labels (acteur_id, labelqualite_id)"
-                " SELECT l.identifiant_unique, l.labelqualite_id FROM {l} l"
-                " WHERE l.identifiant_unique IN ({written_set})"
-                ' ORDER BY l.identifiant_unique COLLATE "C", l.labelqualite_id',
+                " SELECT x.identifiant_unique, x.labelqualite_id FROM {l} x{written_rows}{written_order}",
                 l=t.labels,
-                written_set=written_set,
+                written_rows=written_rows,
+                written_order=written_order,
             )
         )
         labels_written += cur.rowcount
         cur.execute(
             _q(
                 "INSERT INTO qfdmo_acteur_acteur_services (acteur_id, acteurservice_id)"
-                " SELECT s.identifiant_unique, s.acteurservice_id FROM {s} s"
-                " WHERE s.identifiant_unique IN ({written_set})"
-                ' ORDER BY s.identifiant_unique COLLATE "C", s.acteurservice_id',
+                " SELECT x.identifiant_unique, x.acteurservice_id FROM {s} x{written_rows}{written_order}",
                 s=t.services,
-                written_set=written_set,
+                written_rows=written_rows,
+                written_order=written_order,
             )
         )
         services_written += cur.rowcount

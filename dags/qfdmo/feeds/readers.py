@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from qfdmo.feeds.http import EmptyFeedError, FeedError, HttpClient, redact_url
@@ -294,11 +294,44 @@ except ImportError:  # pragma: no cover - Airflow always brings it
 
 def _rows_of_lines(lines: Iterable[str | bytes]) -> Iterator[dict[str, Any]]:
     for line in lines:
-        page = _decode(line)
+        try:
+            page = _decode(line)
+        except ValueError as exc:
+            raise FeedError(f"a page of the downloaded feed is not valid JSON: {exc}") from None
+        if not isinstance(page, dict) or not isinstance(page.get("results"), list):
+            raise FeedError("a page of the downloaded feed has no 'results' list")
         yield from page["results"]
 
 
-def iter_raw_rows(raw_path: Path) -> Iterator[dict[str, Any]]:
-    """The rows `download` wrote, in feed order, one page decoded at a time."""
-    with raw_path.open("rb") as lines:
-        yield from _rows_of_lines(lines)
+def iter_raw_rows(raw_path: Path, start: int = 0, end: int | None = None) -> Iterator[dict[str, Any]]:
+    """The rows `download` wrote, in feed order, one page decoded at a time; with `start`/`end`
+    (offsets from `page_spans`), only the pages of that byte range."""
+    with raw_path.open("rb") as raw:
+        raw.seek(start)
+        yield from _rows_of_lines(_lines_until(raw, end))
+
+
+def _lines_until(raw: BinaryIO, end: int | None) -> Iterator[bytes]:
+    while end is None or raw.tell() < end:
+        line = raw.readline()
+        if not line:
+            return
+        yield line
+
+
+def page_spans(raw_path: Path) -> list[tuple[int, int]]:
+    """(start, end) byte offsets of each page of a raw.jsonl, found without decoding anything."""
+    spans: list[tuple[int, int]] = []
+    start = position = 0
+    with raw_path.open("rb", buffering=0) as raw:
+        # Read in blocks, not mapped: a mapping of a 600 MB feed would count in the task's memory.
+        while block := raw.read(1 << 23):
+            newline = block.find(b"\n")
+            while newline >= 0:
+                spans.append((start, position + newline + 1))
+                start = position + newline + 1
+                newline = block.find(b"\n", newline + 1)
+            position += len(block)
+    if start < position:
+        spans.append((start, position))
+    return spans

@@ -20,12 +20,12 @@ from urllib.parse import urlsplit
 
 import psycopg
 
-from qfdmo.feeds import HttpClient, iter_raw_rows, redact_url
+from qfdmo.feeds import HttpClient, redact_url
 from qfdmo.feeds import download as download_feed
 from qfdmo.feeds.readers import SINOE_NOMENCLATURE_DATASET
 from qfdmo.pipeline import fingerprint as fp
+from qfdmo.pipeline.parallel_normalise import default_processes, normalise_feed
 from qfdmo.sources import NormalisationContext, SourceDeclaration
-from qfdmo.sources import normalise as normalise_rows
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,9 @@ def normalise(
                 log.info("%s: same inputs but the acteurs changed since the last apply: full path", declaration.code)
             _write_json(fingerprint_file, {"fingerprint": run_fingerprint})
     context = NormalisationContext(nomenclature=json.loads(nomenclature_text) if nomenclature_text else {})
-    report = normalise_rows(declaration, iter_raw_rows(run_dir / RAW_FILE), reference, run_dir, context).to_dict()
+    processes = default_processes()
+    report = normalise_feed(declaration, run_dir / RAW_FILE, reference, run_dir, context, processes).to_dict()
+    report["processes"] = processes
     report["warnings"] = _top(report.get("warnings", {}))
     report["unknown_values"] = {kind: _top(values) for kind, values in report.get("unknown_values", {}).items()}
     report["rejections"] = _top(report.get("rejections", {}), limit=50)
@@ -199,8 +201,9 @@ def stage(
             "needs_approval": False,
             "seconds_total": round(time.perf_counter() - started, 3),
         }
-    with _connect(dsn) as conn:
-        result = stage_run(conn, run_key, run_dir, declaration.source_codes)
+    # Two connections: the propositions are staged on the second while the first stages the acteurs.
+    with _connect(dsn) as conn, _connect(dsn) as second_conn:
+        result = stage_run(conn, run_key, run_dir, declaration.source_codes, second_conn)
     staged = result.as_dict()
     diff = result.diff
     staged["max_deactivation_share"] = max_deactivation_share

@@ -152,7 +152,8 @@ def _copy_bool(value: bool | None) -> str:
 
 class _Normaliser:
     def __init__(self, declaration: SourceDeclaration, reference: ReferenceCodesLike,
-                 mapping: ProductMapping, context: NormalisationContext, report: NormalisationReport) -> None:
+                 mapping: ProductMapping, context: NormalisationContext, report: NormalisationReport,
+                 seen: set[int]) -> None:
         self.declaration = declaration
         self.mapping = mapping
         self.context = context
@@ -165,7 +166,7 @@ class _Normaliser:
         self.labels_cache: dict[Any, tuple[tuple[str, ...], tuple[str, ...]]] = {}
         self.public_cache: dict[tuple[Any, ...], _Public] = {}
         self.products_cache: dict[Any, tuple[tuple[str, ...], tuple[str, ...]]] = {}
-        self.seen: set[int] = set()
+        self.seen = seen
         self.source_cache: dict[Any, tuple[tuple[str, ...], tuple[str, ...]]] = {}
         self.adapt = {"pointsapport": _identity, "artisanat": self._adapt_artisanat, "sinoe": self._adapt_sinoe}[
             declaration.format
@@ -653,12 +654,15 @@ class _Writers:
 
 
 def normalise(declaration: SourceDeclaration, rows: Iterable[Any], reference: ReferenceCodesLike, run_dir: Path,
-              context: NormalisationContext | None = None) -> NormalisationReport:
+              context: NormalisationContext | None = None, *, first_row_number: int = 1,
+              seen: set[int] | None = None) -> NormalisationReport:
     """Stream `rows` (raw feed dicts) into run_dir/{acteurs,propositions,labels,acteur_services}.tsv.
 
-    Raises ConfigurationError (before reading any row) when the declaration or its mapping
-    targets codes absent from `reference`, or when a SINOE source gets no nomenclature.
-    Never raises because of a row's content.
+    Rows are numbered from `first_row_number` (a part of a feed normalised on its own starts
+    elsewhere); `seen` collects the hashes of the identifiant_unique written (duplicates are
+    counted against it). Raises ConfigurationError (before reading any row) when the
+    declaration or its mapping targets codes absent from `reference`, or when a SINOE source
+    gets no nomenclature. Never raises because of a row's content.
     """
     started = time.perf_counter()
     context = context or NormalisationContext()
@@ -667,11 +671,11 @@ def normalise(declaration: SourceDeclaration, rows: Iterable[Any], reference: Re
     if declaration.format == "sinoe" and not context.nomenclature:
         raise ConfigurationError(f"source {declaration.code}: format sinoe needs context.nomenclature")
     report = NormalisationReport(source=declaration.code)
-    normaliser = _Normaliser(declaration, reference, mapping, context, report)
+    normaliser = _Normaliser(declaration, reference, mapping, context, report, set() if seen is None else seen)
     out = _Writers(Path(run_dir), report)
     try:
-        row_number = 0
-        for row_number, raw in enumerate(rows, start=1):
+        row_number = first_row_number - 1
+        for row_number, raw in enumerate(rows, start=first_row_number):
             try:
                 written = normaliser.row(row_number, raw, out)
             except Exception as exc:  # one bad row must not stop the run; it is counted instead
@@ -682,7 +686,7 @@ def normalise(declaration: SourceDeclaration, rows: Iterable[Any], reference: Re
                 report.rows_written += 1
             else:
                 report.rows_rejected += 1
-        report.rows_read = row_number
+        report.rows_read = row_number - first_row_number + 1
     finally:
         out.close()
     report.seconds = time.perf_counter() - started

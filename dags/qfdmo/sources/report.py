@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +50,22 @@ class NormalisationReport:
 
     def unknown(self, kind: str, value: object) -> None:
         self.unknown_values[kind][_short(value)] += 1
+
+    def merge(self, part: NormalisationReport, row_number: Callable[[int], int]) -> None:
+        """Add the counts of `part` (the report of a later part of the same feed), its examples
+        renumbered with `row_number` while fewer than MAX_EXAMPLES are kept. `duplicates` is
+        left to the caller: a duplicate may span two parts."""
+        for name in ("rows_read", "rows_written", "rows_rejected", "acteurs_written", "propositions_written",
+                     "labels_written", "acteur_services_written"):
+            setattr(self, name, getattr(self, name) + getattr(part, name))
+        self.rejections.update(part.rejections)
+        self.warnings.update(part.warnings)
+        for kind, values in part.unknown_values.items():
+            self.unknown_values[kind].update(values)
+        for reason, examples in part.rejection_examples.items():
+            kept = self.rejection_examples[reason]
+            for example in examples[: MAX_EXAMPLES - len(kept)]:
+                kept.append({**example, "row": row_number(example["row"])})
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

@@ -1,0 +1,136 @@
+"""Normalise a downloaded feed with several processes.
+
+Normalising is pure Python (one core at ~30 µs a row) while the machine has more: the pages of
+raw.jsonl are cut into contiguous parts, each normalised by a worker process into files of its
+own, and the parent appends those files to the run's files in feed order as the parts complete.
+The result is what one process would write, but for the `row_number` column of acteurs.tsv: a
+worker cannot know how many rows the parts before its own hold, so part `i` numbers its rows from
+`i << 32` (they still increase in feed order, which is all staging uses them for). The run report
+gives true row numbers: the parent renumbers the examples once the parts' sizes are known.
+
+Workers are forked: they share the parent's loaded modules and its string hashes (duplicates are
+counted on hashes of identifiant_unique across parts).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import shutil
+import time
+from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
+
+from qfdmo.carte_db.staging_format import FILES
+from qfdmo.feeds import iter_raw_rows, page_spans
+from qfdmo.sources import NormalisationContext, NormalisationReport, SourceDeclaration
+from qfdmo.sources import normalise as normalise_rows
+from qfdmo.sources.normalisation import ReferenceCodesLike
+
+log = logging.getLogger(__name__)
+
+PROCESSES_ENV = "QFDMO_NORMALISE_PROCESSES"
+MAX_DEFAULT_PROCESSES = 4
+# Parts per process: the last parts to finish keep every process busy until the end.
+PARTS_PER_PROCESS = 4
+PART_SHIFT = 32  # row numbers of part i start at i << 32 (a part holds far fewer than 2**32 rows)
+
+
+def default_processes() -> int:
+    """`$QFDMO_NORMALISE_PROCESSES`, else the CPUs this process may use (at most 4)."""
+    configured = os.environ.get(PROCESSES_ENV, "").strip()
+    if configured:
+        try:
+            return max(1, int(configured))
+        except ValueError:
+            log.warning("%s=%r is not a number: using the CPU count", PROCESSES_ENV, configured)
+    return max(1, min(MAX_DEFAULT_PROCESSES, len(os.sched_getaffinity(0))))
+
+
+def _parts(spans: list[tuple[int, int]], count: int) -> list[tuple[int, int]]:
+    """`spans` (one per page) grouped into at most `count` contiguous byte ranges of similar size."""
+    size = -(-len(spans) // count)
+    return [(spans[i][0], spans[min(i + size, len(spans)) - 1][1]) for i in range(0, len(spans), size)]
+
+
+def _normalise_part(
+    declaration: SourceDeclaration,
+    raw_path: Path,
+    reference: ReferenceCodesLike,
+    part_dir: Path,
+    context: NormalisationContext,
+    index: int,
+    start: int,
+    end: int,
+) -> tuple[NormalisationReport, set[int]]:
+    seen: set[int] = set()
+    report = normalise_rows(
+        declaration,
+        iter_raw_rows(raw_path, start, end),
+        reference,
+        part_dir,
+        context,
+        first_row_number=(index << PART_SHIFT) + 1,
+        seen=seen,
+    )
+    return report, seen
+
+
+def normalise_feed(
+    declaration: SourceDeclaration,
+    raw_path: Path,
+    reference: ReferenceCodesLike,
+    run_dir: Path,
+    context: NormalisationContext,
+    processes: int | None = None,
+) -> NormalisationReport:
+    """Normalise the pages of `raw_path` into the run files of `run_dir` with `processes` workers
+    (default: `default_processes()`); one page or one process: in this process."""
+    processes = default_processes() if processes is None else processes
+    spans = page_spans(raw_path)
+    if processes <= 1 or len(spans) < 2:
+        return normalise_rows(declaration, iter_raw_rows(raw_path), reference, run_dir, context)
+
+    parts = _parts(spans, processes * PARTS_PER_PROCESS)
+    parts_dir = run_dir / "parts"
+    shutil.rmtree(parts_dir, ignore_errors=True)
+    started = time.perf_counter()
+    report = NormalisationReport(source=declaration.code)
+    seen: set[int] = set()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    outputs = {name: (run_dir / name).open("wb") for name in FILES}
+    try:
+        with ProcessPoolExecutor(
+            max_workers=min(processes, len(parts)), mp_context=multiprocessing.get_context("fork")
+        ) as pool:
+            futures: list[Future[tuple[NormalisationReport, set[int]]]] = [
+                pool.submit(
+                    _normalise_part, declaration, raw_path, reference, parts_dir / f"{i:05d}", context, i, start, end
+                )
+                for i, (start, end) in enumerate(parts)
+            ]
+            try:
+                rows_before = 0
+                for index, future in enumerate(futures):
+                    part_report, part_seen = future.result()
+                    part_dir = parts_dir / f"{index:05d}"
+                    for name, output in outputs.items():
+                        with (part_dir / name).open("rb") as part_file:
+                            shutil.copyfileobj(part_file, output, 1 << 20)
+                    shutil.rmtree(part_dir)
+                    base = (index << PART_SHIFT) - rows_before
+                    report.merge(part_report, lambda row, base=base: row - base)
+                    rows_before += part_report.rows_read
+                    seen |= part_seen
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+    finally:
+        for output in outputs.values():
+            output.close()
+        shutil.rmtree(parts_dir, ignore_errors=True)
+    report.duplicates = report.acteurs_written - len(seen)
+    report.seconds = time.perf_counter() - started
+    return report
