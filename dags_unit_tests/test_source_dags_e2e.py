@@ -36,11 +36,11 @@ def _reports(stack, dag_id: str) -> Path:
     return Path(stack.env["QFDMO_DATA_DIR"]) / "reports" / dag_id
 
 
-def dags_test(stack, dag_id: str, conf: dict) -> dict:
+def dags_test(stack, dag_id: str, conf: dict, env: dict[str, str] | None = None) -> dict:
     """`bin/airflow dags test DAG -c CONF`; returns the run report the DAG wrote."""
     folder = _reports(stack, dag_id)
     before = set(folder.glob("*.json")) if folder.exists() else set()
-    result = stack.airflow("dags", "test", dag_id, "-c", json.dumps(conf), timeout=900)
+    result = stack.airflow("dags", "test", dag_id, "-c", json.dumps(conf), env=env, timeout=900)
     created = sorted(set(folder.glob("*.json")) - before, key=lambda p: p.stat().st_mtime)
     assert created, f"no run report written\n{result.stdout[-5000:]}\n{result.stderr[-5000:]}"
     report = json.loads(created[-1].read_text())
@@ -75,9 +75,14 @@ def test_refashion_first_load_rerun_change_revision_and_guard(airflow_stack, fee
     url = feeds.datafair_url("donnees-eo-refashion", size="5")
     conf = {"endpoint_url": url}
 
-    first = dags_test(airflow_stack, "source_refashion", conf)
+    # Three pages normalised by two worker processes forked from the task.
+    first = dags_test(airflow_stack, "source_refashion", conf, env={"QFDMO_NORMALISE_PROCESSES": "2"})
     assert first["outcome"] == "applied", first["_output"][-3000:]
+    assert first["normalise_processes"] == 2
     assert first["counts"]["new"] == 12 and first["counts"]["rejected"] == 3
+    example_rows = [e["row"] for examples in first["rejection_examples"].values() for e in examples]
+    rows_read = first["counts"]["rows_read"]
+    assert example_rows and all(1 <= row <= rows_read for row in example_rows)  # the feed's own row numbers
     assert sum(first["rejections"].values()) == 3 and first["rejection_examples"]
     assert "objets mystères" in json.dumps(first["unknown_values"], ensure_ascii=False).lower()
     assert set(first["seconds"]) == {"download", "normalise", "stage", "apply"}

@@ -108,6 +108,7 @@ def build_report(
                 "timeout_s": approval_timeout,
             },
         },
+        "normalise_processes": normalised.get("processes"),
         "rejections": normalised.get("rejections", {}),
         "rejection_examples": normalised.get("rejection_examples", {}),
         "unknown_values": normalised.get("unknown_values", {}),
