@@ -97,3 +97,19 @@ def test_process_count_comes_from_the_environment(monkeypatch):
     assert 1 <= default_processes() <= 4
     monkeypatch.delenv(PROCESSES_ENV)
     assert 1 <= default_processes() <= 4
+
+
+def test_process_count_respects_a_container_cpu_quota(monkeypatch, tmp_path):
+    monkeypatch.delenv(PROCESSES_ENV, raising=False)
+    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: set(range(8)))
+    (tmp_path / "cpu.max").write_text("150000 100000\n")  # cgroup v2: 1.5 CPU
+    assert default_processes(tmp_path) == 2
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert default_processes(tmp_path) == 4
+    (tmp_path / "cpu.max").unlink()
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("100000\n")  # cgroup v1: 1 CPU
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert default_processes(tmp_path) == 1
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    assert default_processes(tmp_path) == 4

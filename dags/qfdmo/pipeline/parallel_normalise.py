@@ -15,6 +15,7 @@ counted on hashes of identifiant_unique across parts).
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing
 import os
 import shutil
@@ -37,15 +38,34 @@ PARTS_PER_PROCESS = 4
 PART_SHIFT = 32  # row numbers of part i start at i << 32 (a part holds far fewer than 2**32 rows)
 
 
-def default_processes() -> int:
-    """`$QFDMO_NORMALISE_PROCESSES`, else the CPUs this process may use (at most 4)."""
+def default_processes(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
+    """`$QFDMO_NORMALISE_PROCESSES`, else the CPUs this process may use (at most 4): the CPUs it
+    may run on, bounded by a container's CPU quota (each worker also costs ~125 MB)."""
     configured = os.environ.get(PROCESSES_ENV, "").strip()
     if configured:
         try:
             return max(1, int(configured))
         except ValueError:
             log.warning("%s=%r is not a number: using the CPU count", PROCESSES_ENV, configured)
-    return max(1, min(MAX_DEFAULT_PROCESSES, len(os.sched_getaffinity(0))))
+    cpus = len(os.sched_getaffinity(0))
+    quota = cgroup_cpu_quota(cgroup_root)
+    if quota is not None:
+        cpus = min(cpus, math.ceil(quota))
+    return max(1, min(MAX_DEFAULT_PROCESSES, cpus))
+
+
+def cgroup_cpu_quota(root: Path) -> float | None:
+    """CPUs allowed by the cgroup's CFS quota (v2 `cpu.max`, v1 `cpu.cfs_quota_us`), None if unlimited."""
+    try:
+        v2 = root / "cpu.max"
+        if v2.exists():
+            quota, period = v2.read_text().split()[:2]
+            return None if quota == "max" else int(quota) / int(period)
+        v1 = root / "cpu"
+        quota_us = int((v1 / "cpu.cfs_quota_us").read_text())
+        return None if quota_us <= 0 else quota_us / int((v1 / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _parts(spans: list[tuple[int, int]], count: int) -> list[tuple[int, int]]:
