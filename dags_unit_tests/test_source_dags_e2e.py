@@ -205,6 +205,9 @@ def _report(stack, dag_id: str, run_id: str) -> dict:
     return json.loads(report_path(dag_id, run_id, base=Path(stack.env["QFDMO_DATA_DIR"])).read_text())
 
 
+HUMAN_DELAY_S = 5  # several scheduler loops
+
+
 def test_large_deactivation_waits_for_a_human(airflow_stack, feeds):
     """Half of refashion's points vanish: rejected and timed-out runs apply nothing; approval applies."""
     dag_id = "source_refashion"
@@ -229,6 +232,10 @@ def test_large_deactivation_waits_for_a_human(airflow_stack, feeds):
                    "the approval request", 600, interval=3)
         hitl = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/request_approval/-1/hitlDetails"
         assert "would be set **SUPPRIME**" in _api(airflow_stack, "GET", hitl)["body"]
+        # Answer as a person would, not within the scheduler loop that saw the task pause: an answer
+        # that re-queues the task before the scheduler has handled the pausing workload's "success"
+        # event makes Airflow 3.3 take that stale event for the new attempt and fail the task.
+        time.sleep(HUMAN_DELAY_S)
         _api(airflow_stack, "PATCH", hitl, {"chosen_options": [choice]})
         assert _finished(airflow_stack, dag_id, run_id) == "success"
         report = _report(airflow_stack, dag_id, run_id)
