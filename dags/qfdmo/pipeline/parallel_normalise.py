@@ -152,5 +152,6 @@ def normalise_feed(
             output.close()
         shutil.rmtree(parts_dir, ignore_errors=True)
     report.duplicates = report.acteurs_written - len(seen)
+    report.processes = min(processes, len(parts))
     report.seconds = time.perf_counter() - started
     return report

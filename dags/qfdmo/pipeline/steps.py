@@ -24,7 +24,7 @@ from qfdmo.feeds import HttpClient, redact_url
 from qfdmo.feeds import download as download_feed
 from qfdmo.feeds.readers import SINOE_NOMENCLATURE_DATASET
 from qfdmo.pipeline import fingerprint as fp
-from qfdmo.pipeline.parallel_normalise import default_processes, normalise_feed
+from qfdmo.pipeline.parallel_normalise import normalise_feed
 from qfdmo.sources import NormalisationContext, SourceDeclaration
 
 log = logging.getLogger(__name__)
@@ -136,9 +136,7 @@ def normalise(
                 log.info("%s: same inputs but the acteurs changed since the last apply: full path", declaration.code)
             _write_json(fingerprint_file, {"fingerprint": run_fingerprint})
     context = NormalisationContext(nomenclature=json.loads(nomenclature_text) if nomenclature_text else {})
-    processes = default_processes()
-    report = normalise_feed(declaration, run_dir / RAW_FILE, reference, run_dir, context, processes).to_dict()
-    report["processes"] = processes
+    report = normalise_feed(declaration, run_dir / RAW_FILE, reference, run_dir, context).to_dict()
     report["warnings"] = _top(report.get("warnings", {}))
     report["unknown_values"] = {kind: _top(values) for kind, values in report.get("unknown_values", {}).items()}
     report["rejections"] = _top(report.get("rejections", {}), limit=50)

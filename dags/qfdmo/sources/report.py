@@ -36,6 +36,7 @@ class NormalisationReport:
     labels_written: int = 0
     acteur_services_written: int = 0
     duplicates: int = 0
+    processes: int = 1  # processes that normalised the feed
     rejections: Counter[str] = field(default_factory=Counter)
     rejection_examples: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     warnings: Counter[str] = field(default_factory=Counter)
