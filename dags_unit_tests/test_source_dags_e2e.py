@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from fakes import fixture_rows, serve_fixtures
+from fakes import DATASETS, fixture_rows, serve_fixtures
 from fakes.feed_server import FeedServer
 
 from devstack.processes import wait_until
@@ -261,7 +261,7 @@ def test_large_deactivation_waits_for_a_human(airflow_stack, feeds):
          ("ademesinoedecheteries",), 7, 2),
     ],
 )
-def test_other_formats_load_then_rerun_unchanged(
+def test_other_formats_load_rerun_change_truncate_with_revision(
     airflow_stack, feeds, dag_id, dataset, kind, source_codes, expected_new, expected_rejected
 ):
     if kind == "explore":
@@ -277,3 +277,36 @@ def test_other_formats_load_then_rerun_unchanged(
     assert len(_acteurs(airflow_stack.carte_dsn, source_codes)) == expected_new
     again = dags_test(airflow_stack, dag_id, {"endpoint_url": url})
     assert again["counts"]["unchanged"] == expected_new and again["counts"]["rows_written"] == 0
+
+    # A human corrected one acteur: the revision must survive the runs below untouched.
+    dsn = airflow_stack.carte_dsn
+    revised = sorted(_acteurs(dsn, source_codes))[0]
+    revision = "SELECT row_to_json(r)::text FROM qfdmo_revisionacteur r WHERE identifiant_unique = %s"
+    with psycopg.connect(dsn) as conn:
+        conn.execute("INSERT INTO qfdmo_revisionacteur (identifiant_unique, nom) VALUES (%s, 'Corrigé')", (revised,))
+        revision_before = conn.execute(revision, (revised,)).fetchone()
+    # The guard is format-independent (covered with the scheduler above); `dags test` cannot answer
+    # an approval, so these runs allow any deactivation share.
+    conf = {"endpoint_url": url, "max_deactivation_share": 1.0}
+
+    # Changed feed: the partner renames its points.
+    name = {"datafair": "nom_de_lorganisme", "explore": "name", "sinoe": "N_SERVICE"}[kind]
+    rows = fixture_rows(DATASETS[dataset])
+    for row in rows:
+        if isinstance(row.get(name), str) and row[name].strip():
+            row[name] += " (nouveau nom)"
+    feeds.set_dataset(dataset, rows)
+    changed = dags_test(airflow_stack, dag_id, conf)
+    assert changed["outcome"] == "applied", changed["_output"][-3000:]
+    assert changed["counts"]["changed"] >= 1 and changed["counts"]["rows_written"] > 0, changed["counts"]
+
+    # Truncated feed: half of the rows are gone; their acteurs are set SUPPRIME, never deleted.
+    feeds.set_dataset(dataset, rows[: len(rows) // 2])
+    truncated = dags_test(airflow_stack, dag_id, conf)
+    assert truncated["outcome"] == "applied", truncated["_output"][-3000:]
+    deactivated = truncated["counts"]["deactivated"]
+    assert deactivated > 0
+    statuts = _acteurs(dsn, source_codes)
+    assert list(statuts.values()).count("SUPPRIME") >= deactivated and len(statuts) >= expected_new
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute(revision, (revised,)).fetchone() == revision_before
