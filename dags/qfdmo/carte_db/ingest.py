@@ -386,34 +386,28 @@ def _stage_acteurs(cur: psycopg.Cursor, t: _Tables, run_dir: Path) -> dict[str, 
         LABELS_FILE: _load_raw(cur, t.labels_raw, run_dir, LABELS_FILE),
         ACTEUR_SERVICES_FILE: _load_raw(cur, t.services_raw, run_dir, ACTEUR_SERVICES_FILE),
     }
-    cur.execute(
-        _q(
-            """
-            CREATE UNLOGGED TABLE {l} WITH (autovacuum_enabled = false) AS
-            SELECT iu COLLATE "default" AS identifiant_unique, labelqualite_id FROM (
-                SELECT DISTINCT r.identifiant_unique COLLATE "C" AS iu, x.id AS labelqualite_id
-                FROM {raw} r LEFT JOIN qfdmo_labelqualite x ON x.code = r.label_code
-            ) x
-            ORDER BY iu, labelqualite_id
-            """,
-            l=t.labels,
-            raw=t.labels_raw,
+    # One row per (acteur, label) and per (acteur, service), in key order.
+    for merged, raw, reference, code, id_column in (
+        (t.labels, t.labels_raw, "qfdmo_labelqualite", "label_code", "labelqualite_id"),
+        (t.services, t.services_raw, "qfdmo_acteurservice", "acteur_service_code", "acteurservice_id"),
+    ):
+        cur.execute(
+            _q(
+                """
+                CREATE UNLOGGED TABLE {merged} WITH (autovacuum_enabled = false) AS
+                SELECT iu COLLATE "default" AS identifiant_unique, {id} FROM (
+                    SELECT DISTINCT r.identifiant_unique COLLATE "C" AS iu, x.id AS {id}
+                    FROM {raw} r LEFT JOIN {reference} x ON x.code = r.{code}
+                ) x
+                ORDER BY iu, {id}
+                """,
+                merged=merged,
+                raw=raw,
+                reference=sql.Identifier(reference),
+                code=sql.Identifier(code),
+                id=sql.Identifier(id_column),
+            )
         )
-    )
-    cur.execute(
-        _q(
-            """
-            CREATE UNLOGGED TABLE {s} WITH (autovacuum_enabled = false) AS
-            SELECT iu COLLATE "default" AS identifiant_unique, acteurservice_id FROM (
-                SELECT DISTINCT r.identifiant_unique COLLATE "C" AS iu, x.id AS acteurservice_id
-                FROM {raw} r LEFT JOIN qfdmo_acteurservice x ON x.code = r.acteur_service_code
-            ) x
-            ORDER BY iu, acteurservice_id
-            """,
-            s=t.services,
-            raw=t.services_raw,
-        )
-    )
     # Signatures of the staged sets, filled by _diff() for the acteurs that already exist
     # (a new acteur has nothing to compare with: a first load computes none).
     cur.execute(
