@@ -201,6 +201,7 @@ class _Tables:
     labels: sql.Composable
     services: sql.Composable
     sets: sql.Composable
+    todo: sql.Composable
     diff: sql.Composable
 
     def all(self) -> list[sql.Composable]:
@@ -232,6 +233,7 @@ def _tables(run_key: str) -> _Tables:
         labels=name("labels"),
         services=name("services"),
         sets=name("sets"),
+        todo=name("todo"),
         diff=name("diff"),
     )
 
@@ -704,38 +706,52 @@ def _staged_signatures(cur: psycopg.Cursor, t: _Tables) -> None:
     row (their signature is 0). The apply transaction calls it again: only acteurs that
     appeared in qfdmo_acteur since the stage are computed then.
     """
+    cur.execute(_q("DROP TABLE IF EXISTS {todo}", todo=t.todo))
+    cur.execute(
+        _q(
+            "CREATE UNLOGGED TABLE {todo} WITH (autovacuum_enabled = false) AS"
+            " SELECT m.identifiant_unique FROM {a} m"
+            " WHERE EXISTS (SELECT FROM qfdmo_acteur a WHERE a.identifiant_unique = m.identifiant_unique)"
+            " AND NOT EXISTS (SELECT FROM {sets} s WHERE s.identifiant_unique = m.identifiant_unique)",
+            todo=t.todo,
+            a=t.acteurs,
+            sets=t.sets,
+        )
+    )
+    todo = cur.rowcount
+    staged = cur.execute(_q("SELECT count(*) FROM {a}", a=t.acteurs)).fetchone()[0]
+    if todo == 0:
+        cur.execute(_q("DROP TABLE {todo}", todo=t.todo))
+        return
+    # Every staged acteur to sign (a re-run of a loaded feed): no need to join each set with the list.
+    only = sql.SQL("") if todo == staged else _q(" JOIN {todo} USING (identifiant_unique)", todo=t.todo)
     cur.execute(
         _q(
             """
             INSERT INTO {sets} (identifiant_unique, value)
-            WITH todo AS MATERIALIZED (
-                SELECT m.identifiant_unique FROM {a} m
-                WHERE EXISTS (SELECT FROM qfdmo_acteur a WHERE a.identifiant_unique = m.identifiant_unique)
-                  AND NOT EXISTS (SELECT FROM {sets} s WHERE s.identifiant_unique = m.identifiant_unique)
-            )
             SELECT identifiant_unique, bit_xor(h) FROM (
-                SELECT p.identifiant_unique,
-                       hashint8extended(p.action_id, 1) # coalesce((
-                           SELECT bit_xor(hashint8extended((p.action_id::bigint << 32) | sc, 2))
-                           FROM unnest(p.souscategorie_ids) sc), 0) AS h
-                FROM {p} p JOIN todo USING (identifiant_unique)
+                SELECT identifiant_unique, hashint8extended(action_id, 1) AS h FROM {p}{only}
                 UNION ALL
-                SELECT l.identifiant_unique, hashint8extended(l.labelqualite_id, 3)
-                FROM {l} l JOIN todo USING (identifiant_unique)
+                SELECT identifiant_unique,
+                       hashint8extended((action_id::bigint << 32) | unnest(souscategorie_ids), 2)
+                FROM {p}{only}
                 UNION ALL
-                SELECT s.identifiant_unique, hashint8extended(s.acteurservice_id, 4)
-                FROM {s} s JOIN todo USING (identifiant_unique)
+                SELECT identifiant_unique, hashint8extended(labelqualite_id, 3) FROM {l}{only}
+                UNION ALL
+                SELECT identifiant_unique, hashint8extended(acteurservice_id, 4) FROM {s}{only}
             ) h
             GROUP BY identifiant_unique
             """,
             sets=t.sets,
-            a=t.acteurs,
             p=t.propositions,
             l=t.labels,
             s=t.services,
+            only=only,
         )
     )
-    if cur.rowcount > 0:
+    signed = cur.rowcount
+    cur.execute(_q("DROP TABLE {todo}", todo=t.todo))
+    if signed > 0:
         # Without statistics the planner would take the signatures for a handful of rows.
         cur.execute(_q("ANALYZE {sets}", sets=t.sets))
 
