@@ -272,16 +272,8 @@ def stage(
         cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(STAGING_SCHEMA)))
         for table in t.all():
             cur.execute(_q("DROP TABLE IF EXISTS {t}", t=table))
-    if second_conn is None:
-        rows |= _in_transaction(conn, _stage_acteurs, t, run_dir)
-        rows |= _in_transaction(conn, _stage_propositions, t, run_dir)
-    else:
-        with ThreadPoolExecutor(1, thread_name_prefix="stage") as pool:
-            propositions = pool.submit(_in_transaction, second_conn, _stage_propositions, t, run_dir)
-            try:
-                rows |= _in_transaction(conn, _stage_acteurs, t, run_dir)
-            finally:
-                rows |= propositions.result()
+    acteurs_rows, propositions_rows = _side_by_side(conn, second_conn, _stage_acteurs, _stage_propositions, t, run_dir)
+    rows |= acteurs_rows | propositions_rows
     seconds["load"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -311,6 +303,28 @@ def _in_transaction(
     with conn.transaction(), conn.cursor() as cur:
         _staging_settings(cur)
         return work(cur, t, argument)
+
+
+def _side_by_side(
+    conn: psycopg.Connection,
+    second_conn: psycopg.Connection | None,
+    first: Callable[[psycopg.Cursor, _Tables, T], R],
+    second: Callable[[psycopg.Cursor, _Tables, T], R],
+    t: _Tables,
+    argument: T,
+) -> tuple[R, R]:
+    """(first on conn, second on second_conn) run at the same time, each in its own transaction;
+    both on conn, one after the other, without a second connection."""
+    if second_conn is None:
+        return _in_transaction(conn, first, t, argument), _in_transaction(conn, second, t, argument)
+    with ThreadPoolExecutor(1, thread_name_prefix="staging") as pool:
+        second_result = pool.submit(_in_transaction, second_conn, second, t, argument)
+        try:
+            first_result = _in_transaction(conn, first, t, argument)
+        finally:
+            # Waited for even when the first failed: its transaction must end before the caller goes on.
+            result_of_second = second_result.result()
+    return first_result, result_of_second
 
 
 def _staging_settings(cur: psycopg.Cursor) -> None:
@@ -457,16 +471,8 @@ def _check(
 
     The acteurs' checks and the sets' checks read different tables: with `second_conn` they run
     at the same time."""
-    if second_conn is None:
-        problems = _in_transaction(conn, _check_acteurs, t, source_codes)
-        problems += _in_transaction(conn, _check_sets, t, source_codes)
-    else:
-        with ThreadPoolExecutor(1, thread_name_prefix="check") as pool:
-            sets_problems = pool.submit(_in_transaction, second_conn, _check_sets, t, source_codes)
-            try:
-                problems = _in_transaction(conn, _check_acteurs, t, source_codes)
-            finally:
-                problems += sets_problems.result()
+    acteurs_problems, sets_problems = _side_by_side(conn, second_conn, _check_acteurs, _check_sets, t, source_codes)
+    problems = acteurs_problems + sets_problems
     if problems:
         raise StagingError("; ".join(problems))
 
