@@ -232,9 +232,15 @@ def test_large_deactivation_waits_for_a_human(airflow_stack, feeds):
                    "the approval request", 600, interval=3)
         hitl = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/request_approval/-1/hitlDetails"
         assert "would be set **SUPPRIME**" in _api(airflow_stack, "GET", hitl)["body"]
-        # Answer as a person would, not within the scheduler loop that saw the task pause: an answer
-        # that re-queues the task before the scheduler has handled the pausing workload's "success"
-        # event makes Airflow 3.3 take that stale event for the new attempt and fail the task.
+        # Answer once the scheduler has handled the pausing workload's "success" event (as a person
+        # would, much later): an answer that re-queues the task before that makes Airflow 3.3 take
+        # the stale event for the new attempt and fail the task. The event comes when the workload's
+        # process ends, which can be several seconds after the pause: wait for it, not for a delay.
+        scheduler_log = airflow_stack.stack.config.state_dir / "logs" / "scheduler.log"
+        handled = (f"Received executor event with state success for task instance TaskInstanceKey("
+                   f"dag_id='{dag_id}', task_id='request_approval', run_id='{run_id}'")
+        wait_until(lambda log=scheduler_log, line=handled: line in log.read_text(errors="replace"),
+                   "the scheduler to handle the paused workload", 120, interval=1)
         time.sleep(HUMAN_DELAY_S)
         _api(airflow_stack, "PATCH", hitl, {"chosen_options": [choice]})
         assert _finished(airflow_stack, dag_id, run_id) == "success"
