@@ -128,10 +128,21 @@ def conn(carte_dsn):
 
 def test_first_load_writes_acteurs_and_their_sets(conn, tmp_path):
     feed = [
-        acteur(1, labels=["refashion"], services=["service_de_reparation", "structure_de_collecte"],
-               ps={"trier": ["vetement"], "reparer": ["chaussures", "vetement"]}),
-        acteur(2, acteur_type_code="acteur_digital", identifiant_unique="refashion_PAV-2_d",
-               identifiant_externe="PAV-2_d", latitude=None, longitude=None, nom="Site\tweb \\ appli"),
+        acteur(
+            1,
+            labels=["refashion"],
+            services=["service_de_reparation", "structure_de_collecte"],
+            ps={"trier": ["vetement"], "reparer": ["chaussures", "vetement"]},
+        ),
+        acteur(
+            2,
+            acteur_type_code="acteur_digital",
+            identifiant_unique="refashion_PAV-2_d",
+            identifiant_externe="PAV-2_d",
+            latitude=None,
+            longitude=None,
+            nom="Site\tweb \\ appli",
+        ),
         acteur(3),
     ]
     staged, applied = run(conn, write_run(tmp_path / "r1", feed))
@@ -146,7 +157,8 @@ def test_first_load_writes_acteurs_and_their_sets(conn, tmp_path):
         "qfdmo_acteur_acteur_services": 4,
     }
     row = conn.execute(
-        "SELECT a.nom, a.statut, s.code, t.code, ST_X(a.location), ST_Y(a.location), ST_SRID(a.location),"
+        "SELECT a.nom, a.statut, s.code, t.code,"
+        " ST_X(a.location::geometry), ST_Y(a.location::geometry), ST_SRID(a.location),"
         " a.uniquement_sur_rdv, a.exclusivite_de_reprisereparation, a.cree_le = a.modifie_le"
         " FROM qfdmo_acteur a JOIN qfdmo_source s ON s.id = a.source_id"
         " JOIN qfdmo_acteurtype t ON t.id = a.acteur_type_id WHERE identifiant_unique = 'refashion_PAV-1'"
@@ -181,8 +193,10 @@ def test_unchanged_rerun_writes_nothing(conn, tmp_path):
 def test_changed_acteurs_are_updated_and_their_sets_replaced(conn, tmp_path):
     feed = [acteur(n) for n in range(1, 6)]
     run(conn, write_run(tmp_path / "r1", feed))
-    conn.execute("UPDATE qfdmo_acteur SET naf_principal = '95.29Z', commentaires = 'vu'"
-                 " WHERE identifiant_unique = 'refashion_PAV-1'")
+    conn.execute(
+        "UPDATE qfdmo_acteur SET naf_principal = '95.29Z', commentaires = 'vu'"
+        " WHERE identifiant_unique = 'refashion_PAV-1'"
+    )
     before = dict(conn.execute("SELECT identifiant_unique, (cree_le, modifie_le)::text FROM qfdmo_acteur"))
     untouched = {v for v in versions(conn)["qfdmo_acteur"]}
     feed[0] = acteur(1, nom="Nouveau nom")  # scalar column
@@ -205,11 +219,13 @@ def test_changed_acteurs_are_updated_and_their_sets_replaced(conn, tmp_path):
         assert str(modifie_le) not in before[f"refashion_PAV-{n}"]
     assert sets_of(conn, "refashion_PAV-2")["ps"] == {"trier": ["chaussures", "vetement"]}
     assert sets_of(conn, "refashion_PAV-4")["labels"] == ["refashion"]
-    assert conn.execute("SELECT ST_Y(location) FROM qfdmo_acteur WHERE identifiant_unique = 'refashion_PAV-3'"
-                        ).fetchone() == (48.9,)
+    assert conn.execute(
+        "SELECT ST_Y(location::geometry) FROM qfdmo_acteur WHERE identifiant_unique = 'refashion_PAV-3'"
+    ).fetchone() == (48.9,)
     # The unchanged acteur's row was not rewritten.
     unchanged_version = conn.execute(
-        "SELECT ctid::text, xmin::text FROM qfdmo_acteur WHERE identifiant_unique = 'refashion_PAV-5'").fetchone()
+        "SELECT ctid::text, xmin::text FROM qfdmo_acteur WHERE identifiant_unique = 'refashion_PAV-5'"
+    ).fetchone()
     assert unchanged_version in untouched
 
 
@@ -225,8 +241,13 @@ def test_acteurs_absent_from_the_feed_are_deactivated_then_reactivated(conn, tmp
     assert staged.diff.examples["to_deactivate"] == ["refashion_PAV-4"]
     assert applied.rows_written == {t: (1 if t == "qfdmo_acteur" else 0) for t in WRITTEN_TABLES}
     statuts = dict(conn.execute("SELECT identifiant_unique, statut FROM qfdmo_acteur"))
-    assert statuts == {"aliapur_9": "ACTIF", "refashion_PAV-1": "ACTIF", "refashion_PAV-2": "ACTIF",
-                       "refashion_PAV-3": "ACTIF", "refashion_PAV-4": "SUPPRIME"}
+    assert statuts == {
+        "aliapur_9": "ACTIF",
+        "refashion_PAV-1": "ACTIF",
+        "refashion_PAV-2": "ACTIF",
+        "refashion_PAV-3": "ACTIF",
+        "refashion_PAV-4": "SUPPRIME",
+    }
     assert sets_of(conn, "refashion_PAV-4")["ps"] == {"trier": ["linge_de_maison", "vetement"]}  # kept
 
     # Already SUPPRIME: not counted, not rewritten.
@@ -239,21 +260,28 @@ def test_acteurs_absent_from_the_feed_are_deactivated_then_reactivated(conn, tmp
     staged, applied = run(conn, write_run(tmp_path / "r4", feed), key="t4")
     assert (staged.diff.changed, staged.diff.unchanged, staged.diff.new) == (1, 3, 0)
     assert staged.diff.changed_columns == {"reactivated": 1}
-    assert conn.execute("SELECT statut FROM qfdmo_acteur WHERE identifiant_unique = 'refashion_PAV-4'"
-                        ).fetchone() == ("ACTIF",)
+    assert conn.execute("SELECT statut FROM qfdmo_acteur WHERE identifiant_unique = 'refashion_PAV-4'").fetchone() == (
+        "ACTIF",
+    )
 
 
 def test_duplicate_rows_are_merged(conn, tmp_path):
     feed = [
         acteur(1, nom="Premier", labels=["refashion"], ps={"trier": ["vetement"]}),
         acteur(2),
-        acteur(1, nom="Second", labels=["ess"], services=["service_de_reparation"],
-               ps={"trier": ["chaussures", "vetement"], "reparer": ["vetement"]}),
+        acteur(
+            1,
+            nom="Second",
+            labels=["ess"],
+            services=["service_de_reparation"],
+            ps={"trier": ["chaussures", "vetement"], "reparer": ["vetement"]},
+        ),
     ]
     staged, _ = run(conn, write_run(tmp_path / "r1", feed))
     assert (staged.acteurs, staged.duplicates_merged, staged.diff.new) == (2, 1, 2)
-    assert conn.execute("SELECT nom FROM qfdmo_acteur WHERE identifiant_unique = 'refashion_PAV-1'"
-                        ).fetchone() == ("Premier",)
+    assert conn.execute("SELECT nom FROM qfdmo_acteur WHERE identifiant_unique = 'refashion_PAV-1'").fetchone() == (
+        "Premier",
+    )
     assert sets_of(conn, "refashion_PAV-1") == {
         "ps": {"trier": ["chaussures", "vetement"], "reparer": ["vetement"]},
         "labels": ["ess", "refashion"],
@@ -268,8 +296,9 @@ def test_revisions_are_never_written(conn, tmp_path):
     feed = [acteur(n) for n in range(1, 4)]
     run(conn, write_run(tmp_path / "r1", feed))
     conn.execute(
-        "INSERT INTO qfdmo_revisionacteur (identifiant_unique, nom, source_id, acteur_type_id)"
-        " SELECT identifiant_unique, 'Nom corrigé', source_id, acteur_type_id FROM qfdmo_acteur"
+        "INSERT INTO qfdmo_revisionacteur (identifiant_unique, nom, public_accueilli, reprise, source_id,"
+        " acteur_type_id)"
+        " SELECT identifiant_unique, 'Nom corrigé', '', '', source_id, acteur_type_id FROM qfdmo_acteur"
         " WHERE identifiant_unique IN ('refashion_PAV-1', 'refashion_PAV-3')"
     )
     conn.execute(
@@ -280,8 +309,9 @@ def test_revisions_are_never_written(conn, tmp_path):
     feed[0] = acteur(1, nom="Nom de la source")  # changed
     run(conn, write_run(tmp_path / "r2", feed[:2]), key="t2")  # PAV-3 deactivated
     assert {t: rows for t, rows in versions(conn).items() if "revision" in t} == revisions
-    assert conn.execute("SELECT nom FROM qfdmo_revisionacteur WHERE identifiant_unique = 'refashion_PAV-1'"
-                        ).fetchone() == ("Nom corrigé",)
+    assert conn.execute(
+        "SELECT nom FROM qfdmo_revisionacteur WHERE identifiant_unique = 'refashion_PAV-1'"
+    ).fetchone() == ("Nom corrigé",)
 
 
 def test_inactive_acteurs_are_left_as_they_are(conn, tmp_path):
@@ -352,8 +382,12 @@ def second_conn(request, carte_dsn):
 
 def test_unknown_codes_fail_before_anything_is_written(conn, second_conn, tmp_path):
     before = contents(conn)
-    feed = [acteur(1, ps={"trier": ["vetement", "objet_inconnu"]}), acteur(2, acteur_type_code="inconnu"),
-            acteur(3, labels=["label_inconnu"]), acteur(4, services=["service_inconnu"])]
+    feed = [
+        acteur(1, ps={"trier": ["vetement", "objet_inconnu"]}),
+        acteur(2, acteur_type_code="inconnu"),
+        acteur(3, labels=["label_inconnu"]),
+        acteur(4, services=["service_inconnu"]),
+    ]
     with pytest.raises(StagingError) as error:
         stage(conn, "t", write_run(tmp_path / "r1", feed), SOURCES, second_conn)
     message = str(error.value)
@@ -391,6 +425,31 @@ def test_values_too_long_fail_clearly(conn, tmp_path):
         stage(conn, "t", write_run(tmp_path / "r1", [acteur(1, code_postal="75002 PARIS CEDEX")]), SOURCES)
 
 
+def test_values_outside_the_webapp_choices_fail_clearly(conn, tmp_path):
+    """The webapp's database does not check its choices (Django does, in its forms): staging does."""
+    feed = [acteur(1, public_accueilli="Tout public"), acteur(2, reprise="2 pour 1")]
+    with pytest.raises(StagingError) as error:
+        run(conn, write_run(tmp_path / "r1", feed))
+    assert "public_accueilli are not among the webapp's choices" in str(error.value)
+    assert "'Tout public' x1" in str(error.value) and "'2 pour 1' x1" in str(error.value)
+    assert conn.execute("SELECT count(*) FROM qfdmo_acteur").fetchone()[0] == 0
+
+
+def test_lieu_prestation_not_given_is_null(conn, tmp_path):
+    """'' (not given) in the run files is NULL in the webapp's column ('' is not one of its choices)."""
+    run(conn, write_run(tmp_path / "r1", [acteur(1, lieu_prestation=""), acteur(2, lieu_prestation="A_DOMICILE")]))
+    assert dict(conn.execute("SELECT identifiant_unique, lieu_prestation FROM qfdmo_acteur")) == {
+        "refashion_PAV-1": None,
+        "refashion_PAV-2": "A_DOMICILE",
+    }
+    _, again = run(
+        conn,
+        write_run(tmp_path / "r2", [acteur(1, lieu_prestation=""), acteur(2, lieu_prestation="A_DOMICILE")]),
+        key="t2",
+    )
+    assert again.total_rows_written == 0
+
+
 def test_two_runs_of_the_same_sources_do_not_interleave(conn, carte_dsn, tmp_path):
     stage(conn, "t", write_run(tmp_path / "r1", [acteur(1)]), SOURCES)
     with psycopg.connect(carte_dsn) as other:
@@ -416,6 +475,8 @@ def test_apply_without_superuser_checks_foreign_keys_row_by_row(conn, carte_dsn,
         conn.execute(f'GRANT CREATE ON DATABASE "{dbname}" TO {role}')
         conn.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}")
         conn.execute(f"GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {role}")
+        # The platform's schemas belong to whoever migrated them; the writer works in them.
+        conn.execute(f"GRANT USAGE, CREATE ON SCHEMA qfdmo_staging, qfdmo_platform TO {role}")
         dsn = psycopg.conninfo.make_conninfo(carte_dsn, user=role)
         with psycopg.connect(dsn, autocommit=True) as writer:
             staged, applied = run(writer, write_run(tmp_path / "r1", [acteur(1), acteur(2, labels=["ess"])]))
@@ -424,7 +485,9 @@ def test_apply_without_superuser_checks_foreign_keys_row_by_row(conn, carte_dsn,
             assert (applied.diff.changed, applied.diff.to_deactivate) == (1, 1)
         assert "foreign keys checked row by row" in caplog.text
         assert dict(conn.execute("SELECT identifiant_unique, statut FROM qfdmo_acteur")) == {
-            "refashion_PAV-1": "ACTIF", "refashion_PAV-2": "SUPPRIME"}
+            "refashion_PAV-1": "ACTIF",
+            "refashion_PAV-2": "SUPPRIME",
+        }
     finally:
         conn.execute(f"DROP OWNED BY {role} CASCADE")
         conn.execute(f"DROP ROLE {role}")

@@ -170,7 +170,11 @@ def test_each_format_load_rerun_change_truncate_with_revision(feed_server, carte
     assert new > 0 and first["normalise"]["rows_rejected"] > 0 and first["apply"]["total_rows_written"] > 0
     with psycopg.connect(carte_dsn) as conn:
         revised = conn.execute("SELECT min(identifiant_unique) FROM qfdmo_acteur").fetchone()[0]
-        conn.execute("INSERT INTO qfdmo_revisionacteur (identifiant_unique, nom) VALUES (%s, 'Corrigé')", (revised,))
+        conn.execute(
+            "INSERT INTO qfdmo_revisionacteur (identifiant_unique, nom, public_accueilli, reprise)"
+            " VALUES (%s, 'Corrigé', '', '')",
+            (revised,),
+        )
         revision = conn.execute("SELECT row_to_json(r)::text FROM qfdmo_revisionacteur r").fetchall()
 
     again = _run(declaration, url, carte_dsn, tmp_path, "again")
@@ -243,7 +247,7 @@ def test_unchanged_feed_skips_normalise_stage_apply(feed_server, carte_dsn, tmp_
 
     # No record (first run of the fast path, table dropped): full path, then recorded again.
     with psycopg.connect(carte_dsn) as conn:
-        conn.execute("DROP SCHEMA qfdmo_pipeline CASCADE")
+        conn.execute("DELETE FROM qfdmo_platform.applied_feed")
     missing = _run_dag_like(declaration, other_url, carte_dsn, tmp_path, "missing")
     assert not missing["normalise"].get("skipped") and missing["apply"]["total_rows_written"] == 0
     assert _run_dag_like(declaration, other_url, carte_dsn, tmp_path, "missing_again")["normalise"]["skipped"]

@@ -95,7 +95,8 @@ def test_refashion_first_load_rerun_change_revision_and_guard(airflow_stack, fee
     revised = sorted(acteurs)[0]
     with psycopg.connect(dsn) as conn:
         conn.execute(
-            "INSERT INTO qfdmo_revisionacteur (identifiant_unique, nom) VALUES (%s, 'Nom corrigé par l''équipe')",
+            "INSERT INTO qfdmo_revisionacteur (identifiant_unique, nom, public_accueilli, reprise)"
+            " VALUES (%s, 'Nom corrigé par l''équipe', '', '')",
             (revised,),
         )
         revision_before = conn.execute(
@@ -289,7 +290,11 @@ def test_other_formats_load_rerun_change_truncate_with_revision(
     revised = sorted(_acteurs(dsn, source_codes))[0]
     revision = "SELECT row_to_json(r)::text FROM qfdmo_revisionacteur r WHERE identifiant_unique = %s"
     with psycopg.connect(dsn) as conn:
-        conn.execute("INSERT INTO qfdmo_revisionacteur (identifiant_unique, nom) VALUES (%s, 'Corrigé')", (revised,))
+        conn.execute(
+            "INSERT INTO qfdmo_revisionacteur (identifiant_unique, nom, public_accueilli, reprise)"
+            " VALUES (%s, 'Corrigé', '', '')",
+            (revised,),
+        )
         revision_before = conn.execute(revision, (revised,)).fetchone()
     # The guard is format-independent (covered with the scheduler above); `dags test` cannot answer
     # an approval, so these runs allow any deactivation share.

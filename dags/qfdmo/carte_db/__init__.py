@@ -1,7 +1,9 @@
 """The carte database: schema migrations, reference data, staging/diff/apply of runs.
 
 Public API (see each module's docstring):
-- migrate(dsn) / `python -m qfdmo.carte_db migrate --dsn DSN`   (migrate.py)
+- migrate(dsn) / `python -m qfdmo.carte_db migrate --dsn DSN [--platform-only]`   (migrate.py)
+- check_contract(dsn) / `python -m qfdmo.carte_db check-contract`: the database against
+  webapp_schema.yml, the webapp's tables   (contract.py)
 - ReferenceCodes, load_reference_codes(conn), reference_codes_from_files()   (reference.py)
 - stage(), diff(), apply(), drop_staging(), StageResult, DiffResult, ApplyResult   (ingest.py)
 - column order of the normalised run files and a COPY writer   (staging_format.py)
@@ -21,6 +23,7 @@ _EXPORTS = {
     "StageResult": "qfdmo.carte_db.ingest",
     "StagingError": "qfdmo.carte_db.ingest",
     "apply": "qfdmo.carte_db.ingest",
+    "check_contract": "qfdmo.carte_db.contract",
     "diff": "qfdmo.carte_db.ingest",
     "drop_staging": "qfdmo.carte_db.ingest",
     "load_reference_codes": "qfdmo.carte_db.reference",

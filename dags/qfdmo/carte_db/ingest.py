@@ -42,6 +42,7 @@ the schema's constraints themselves (unique, check, not null) always apply.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import re
@@ -55,6 +56,7 @@ from typing import TypeVar
 import psycopg
 from psycopg import sql
 
+from qfdmo.carte_db.contract import load_contract
 from qfdmo.carte_db.staging_format import (
     ACTEUR_SERVICES_FILE,
     ACTEURS_FILE,
@@ -111,6 +113,14 @@ _RAW_TYPES = {
     "latitude": "double precision",
     "longitude": "double precision",
 }
+
+
+@functools.cache
+def webapp_choices() -> dict[str, tuple[str, ...]]:
+    """The choices the webapp's models declare for the columns we write. Django checks them in its
+    forms, the database does not: a value outside them would reach the carte unchecked."""
+    columns = load_contract()["qfdmo_acteur"].columns
+    return {c: columns[c].choices for c in MANAGED_COLUMNS if columns[c].choices}
 
 
 class StagingError(RuntimeError):
@@ -433,7 +443,7 @@ def _stage_acteurs(cur: psycopg.Cursor, t: _Tables, run_dir: Path) -> dict[str, 
             sets=t.sets,
         )
     )
-    text_columns = sql.SQL(", ").join(sql.SQL("r.{}").format(sql.Identifier(c)) for c, _ in _TEXT_COLUMNS)
+    text_columns = sql.SQL(", ").join(_staged_text_column(c) for c, _ in _TEXT_COLUMNS)
     bool_columns = sql.SQL(", ").join(sql.SQL("r.{}").format(sql.Identifier(c)) for c in _BOOL_COLUMNS)
     # First row in feed order wins for scalar columns.
     cur.execute(
@@ -443,8 +453,9 @@ def _stage_acteurs(cur: psycopg.Cursor, t: _Tables, run_dir: Path) -> dict[str, 
             SELECT DISTINCT ON (r.identifiant_unique COLLATE "C")
                 r.identifiant_unique, {text_columns}, {bool_columns},
                 src.id AS source_id, ty.id AS acteur_type_id,
+                -- geography, as the webapp's column: its distances are in metres.
                 CASE WHEN r.latitude IS NOT NULL AND r.longitude IS NOT NULL
-                     THEN ST_SetSRID(ST_MakePoint(r.longitude, r.latitude), 4326) END AS location,
+                     THEN ST_SetSRID(ST_MakePoint(r.longitude, r.latitude), 4326)::geography END AS location,
                 r.source_code, r.acteur_type_code
             FROM {raw} r
             LEFT JOIN qfdmo_source src ON src.code = r.source_code
@@ -458,6 +469,15 @@ def _stage_acteurs(cur: psycopg.Cursor, t: _Tables, run_dir: Path) -> dict[str, 
         )
     )
     return rows
+
+
+def _staged_text_column(column: str) -> sql.Composable:
+    """The run file's value of a text column as qfdmo_acteur stores it. The run files write "not
+    given" as '' everywhere; the webapp's lieu_prestation says it with NULL ('' is not one of its
+    choices), the other text columns with ''."""
+    if column == "lieu_prestation":
+        return sql.SQL("nullif(r.lieu_prestation, '') AS lieu_prestation")
+    return sql.SQL("r.{}").format(sql.Identifier(column))
 
 
 def _check(
@@ -482,6 +502,7 @@ def _check_acteurs(
 ) -> list[str]:
     problems: list[str] = []
     limited = [(c, n) for c, n in _TEXT_COLUMNS if n is not None]
+    choices = webapp_choices()
     checks = sql.SQL(", ").join(
         [
             sql.SQL("count(*) FILTER (WHERE coalesce(identifiant_unique, '') = '')"),
@@ -494,10 +515,17 @@ def _check_acteurs(
                 sql.SQL("count(*) FILTER (WHERE length({c}) > {n})").format(c=sql.Identifier(c), n=sql.Literal(n))
                 for c, n in limited
             ),
+            *(
+                sql.SQL("count(*) FILTER (WHERE NOT ({c} = ANY({allowed})))").format(
+                    c=sql.Identifier(c), allowed=sql.Literal(list(allowed))
+                )
+                for c, allowed in choices.items()
+            ),
         ]
     )
     counts = cur.execute(_q("SELECT {checks} FROM {a}", checks=checks, a=t.acteurs), {"sources": list(source_codes)})
-    no_id, no_source, no_type, foreign, unknown_source, unknown_type, *too_long = counts.fetchone()
+    no_id, no_source, no_type, foreign, unknown_source, unknown_type, *rest = counts.fetchone()
+    too_long, outside_choices = rest[: len(limited)], rest[len(limited) :]
     if no_id or no_source or no_type:
         problems.append(
             f"missing values: identifiant_unique x{no_id}, source_code x{no_source}, acteur_type_code x{no_type}"
@@ -507,6 +535,9 @@ def _check_acteurs(
     overflow = [f"{c} > {n} chars x{k}" for (c, n), k in zip(limited, too_long, strict=True) if k]
     if overflow:
         problems.append("values too long for qfdmo_acteur: " + ", ".join(overflow))
+    for (column, allowed), count in zip(choices.items(), outside_choices, strict=True):
+        if count:
+            problems.append(_values_outside(cur, t.acteurs, column, allowed, count))
     if unknown_source:
         problems.append(_unknown_codes(cur, "source_code", t.acteurs_raw, "qfdmo_source"))
     if unknown_type:
@@ -581,6 +612,21 @@ def _check_sets(
     if orphans:
         problems.append(f"{', '.join(orphans)} of an identifiant_unique without acteur line")
     return problems
+
+
+def _values_outside(cur: psycopg.Cursor, acteurs: sql.Composable, column: str, allowed: tuple[str, ...],
+                    count: int) -> str:
+    """Rare path: name the values of `column` that are not among the webapp's choices."""
+    cur.execute(
+        _q(
+            "SELECT {c}, count(*) FROM {a} WHERE NOT ({c} = ANY(%s)) GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 10",
+            c=sql.Identifier(column),
+            a=acteurs,
+        ),
+        (list(allowed),),
+    )
+    values = ", ".join(f"{v!r} x{n}" for v, n in cur.fetchall())
+    return f"{count} values of {column} are not among the webapp's choices {list(allowed)}: {values}"
 
 
 def _unknown_codes(cur: psycopg.Cursor, column: str, raw: sql.Composable, ref: str) -> str:

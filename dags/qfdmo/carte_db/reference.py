@@ -75,22 +75,22 @@ _LOADS: list[tuple[str, list[str], str]] = [
     ),
     (
         "groupes_action.csv",
-        ["code", "afficher", "description", "order", "couleur", "couleur_claire", "icon"],
+        ["code", "afficher", "description", "order", "couleur", "couleur_claire", "icon", "fill"],
         """
         INSERT INTO qfdmo_groupeaction
-            (code, afficher, description, "order", couleur, couleur_claire, icon)
-        SELECT code, afficher::boolean, description, "order"::int, coalesce(couleur, ''),
-               coalesce(couleur_claire, ''), coalesce(icon, '')
+            (code, afficher, description, "order", couleur, couleur_claire, icon, fill)
+        SELECT code, afficher::boolean, description, "order"::int, couleur, couleur_claire, icon,
+               fill::boolean
         FROM src
         ON CONFLICT (code) DO UPDATE SET
             afficher = excluded.afficher, description = excluded.description,
             "order" = excluded."order", couleur = excluded.couleur,
-            couleur_claire = excluded.couleur_claire, icon = excluded.icon
+            couleur_claire = excluded.couleur_claire, icon = excluded.icon, fill = excluded.fill
         WHERE (qfdmo_groupeaction.afficher, qfdmo_groupeaction.description,
                qfdmo_groupeaction."order", qfdmo_groupeaction.couleur,
-               qfdmo_groupeaction.couleur_claire, qfdmo_groupeaction.icon)
+               qfdmo_groupeaction.couleur_claire, qfdmo_groupeaction.icon, qfdmo_groupeaction.fill)
             IS DISTINCT FROM (excluded.afficher, excluded.description, excluded."order",
-                              excluded.couleur, excluded.couleur_claire, excluded.icon)
+                              excluded.couleur, excluded.couleur_claire, excluded.icon, excluded.fill)
         """,
     ),
     (
@@ -111,7 +111,7 @@ _LOADS: list[tuple[str, list[str], str]] = [
                                   "order", couleur, icon, groupe_action_id)
         SELECT src.code, coalesce(src.libelle, ''), coalesce(src.libelle_groupe, ''),
                src.afficher::boolean, src.description, src."order"::int,
-               coalesce(src.couleur, ''), coalesce(src.icon, ''), g.id
+               src.couleur, src.icon, g.id
         FROM src LEFT JOIN qfdmo_groupeaction g ON g.code = src.groupe_action_code
         ON CONFLICT (code) DO UPDATE SET
             libelle = excluded.libelle, libelle_groupe = excluded.libelle_groupe,
@@ -152,7 +152,7 @@ _LOADS: list[tuple[str, list[str], str]] = [
         ["code", "libelle"],
         """
         INSERT INTO qfdmo_acteurservice (code, libelle)
-        SELECT code, coalesce(libelle, '') FROM src
+        SELECT code, libelle FROM src
         ON CONFLICT (code) DO UPDATE SET libelle = excluded.libelle
         WHERE qfdmo_acteurservice.libelle IS DISTINCT FROM excluded.libelle
         """,
@@ -170,20 +170,42 @@ _LOADS: list[tuple[str, list[str], str]] = [
     ),
     (
         "labels.csv",
-        ["code", "libelle", "afficher", "bonus", "type_enseigne", "url", "order"],
+        [
+            "code",
+            "libelle",
+            "afficher",
+            "bonus",
+            "type_enseigne",
+            "url",
+            "order",
+            "filtre",
+            "filtre_label",
+            "filtre_texte_d_aide",
+            "logo_filtre",
+            "logo_file",
+        ],
         """
-        INSERT INTO qfdmo_labelqualite (code, libelle, afficher, bonus, type_enseigne, url, "order")
+        INSERT INTO qfdmo_labelqualite (code, libelle, afficher, bonus, type_enseigne, url, "order",
+                                        filtre, filtre_label, filtre_texte_d_aide, logo_filtre, logo_file)
         SELECT code, coalesce(libelle, ''), afficher::boolean, bonus::boolean,
-               type_enseigne::boolean, coalesce(url, ''), "order"::int
+               type_enseigne::boolean, url, "order"::int, filtre::boolean,
+               coalesce(filtre_label, ''), coalesce(filtre_texte_d_aide, ''), logo_filtre, logo_file
         FROM src
         ON CONFLICT (code) DO UPDATE SET
             libelle = excluded.libelle, afficher = excluded.afficher, bonus = excluded.bonus,
-            type_enseigne = excluded.type_enseigne, url = excluded.url, "order" = excluded."order"
+            type_enseigne = excluded.type_enseigne, url = excluded.url, "order" = excluded."order",
+            filtre = excluded.filtre, filtre_label = excluded.filtre_label,
+            filtre_texte_d_aide = excluded.filtre_texte_d_aide, logo_filtre = excluded.logo_filtre,
+            logo_file = excluded.logo_file
         WHERE (qfdmo_labelqualite.libelle, qfdmo_labelqualite.afficher, qfdmo_labelqualite.bonus,
                qfdmo_labelqualite.type_enseigne, qfdmo_labelqualite.url,
-               qfdmo_labelqualite."order")
+               qfdmo_labelqualite."order", qfdmo_labelqualite.filtre, qfdmo_labelqualite.filtre_label,
+               qfdmo_labelqualite.filtre_texte_d_aide, qfdmo_labelqualite.logo_filtre,
+               qfdmo_labelqualite.logo_file)
             IS DISTINCT FROM (excluded.libelle, excluded.afficher, excluded.bonus,
-                              excluded.type_enseigne, excluded.url, excluded."order")
+                              excluded.type_enseigne, excluded.url, excluded."order", excluded.filtre,
+                              excluded.filtre_label, excluded.filtre_texte_d_aide,
+                              excluded.logo_filtre, excluded.logo_file)
         """,
     ),
     (
@@ -191,8 +213,7 @@ _LOADS: list[tuple[str, list[str], str]] = [
         ["code", "libelle", "afficher", "url", "logo_file", "licence"],
         """
         INSERT INTO qfdmo_source (code, libelle, afficher, url, logo_file, licence)
-        SELECT code, coalesce(libelle, ''), afficher::boolean, coalesce(url, ''),
-               coalesce(logo_file, ''), licence
+        SELECT code, coalesce(libelle, ''), afficher::boolean, url, logo_file, licence
         FROM src
         ON CONFLICT (code) DO UPDATE SET
             libelle = excluded.libelle, afficher = excluded.afficher, url = excluded.url,

@@ -7,8 +7,8 @@ witness of the carte DB state of the source's acteurs right after the apply. A l
 fingerprint and witness are both identical would diff every acteur as unchanged: it is skipped.
 
 Any doubt means the full path: no record, a record that cannot be read, another witness (someone
-or something touched the acteurs since), any other input. The record lives in its own schema
-(not qfdmo_staging, whose tables are per-run and dropped), created idempotently here.
+or something touched the acteurs since), any other input. The record lives in the platform's own
+schema of the carte database (table created by the carte migrations, never at run time).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 UNCHANGED_REASON = "unchanged feed: nothing to do"
 FINGERPRINT_FILE = "fingerprint.json"
-RECORD_TABLE = "qfdmo_pipeline.applied_feed"
+RECORD_TABLE = "qfdmo_platform.applied_feed"
 
 _QFDMO_DIR = Path(__file__).resolve().parent.parent
 # Everything that turns feed rows into carte rows: code, mappings, declarations, reference data.
@@ -84,7 +84,7 @@ def read_record(conn: psycopg.Connection, source: str) -> dict[str, Any] | None:
         row = conn.execute(
             f"SELECT fingerprint, witness, summary FROM {RECORD_TABLE} WHERE source = %s", (source,)
         ).fetchone()
-    except psycopg.Error as exc:  # table not created yet (no run applied) or no rights: full path
+    except psycopg.Error as exc:  # database not migrated, or no rights: full path
         log.info("no applied-feed record readable for %s (%s): full path", source, exc.__class__.__name__)
         return None
     if row is None:
@@ -94,14 +94,8 @@ def read_record(conn: psycopg.Connection, source: str) -> dict[str, Any] | None:
 
 def write_record(conn: psycopg.Connection, source: str, fingerprint: str, witness_text: str,
                  summary: dict[str, Any]) -> None:
-    """Create the record table if needed and upsert the source's row (own transaction)."""
+    """Upsert the source's row (own transaction)."""
     with conn.transaction():
-        conn.execute("CREATE SCHEMA IF NOT EXISTS qfdmo_pipeline")
-        conn.execute(
-            f"CREATE TABLE IF NOT EXISTS {RECORD_TABLE} ("
-            " source text PRIMARY KEY, fingerprint text NOT NULL, witness text NOT NULL,"
-            " summary text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
-        )
         conn.execute(
             f"INSERT INTO {RECORD_TABLE} (source, fingerprint, witness, summary) VALUES (%s, %s, %s, %s) "
             "ON CONFLICT (source) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, "
