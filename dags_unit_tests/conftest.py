@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +29,10 @@ _database_numbers = itertools.count()
 
 
 @pytest.fixture(scope="session")
-def test_stack(tmp_path_factory) -> Stack:
-    state_dir = tmp_path_factory.mktemp("stack")
+def test_stack() -> Stack:
+    # Not under pytest's basetemp: another pytest session of the same user resets the permissions of
+    # /tmp/pytest-of-<user> to 0700, which the server's own user (postgres) then cannot traverse.
+    state_dir = Path(tempfile.mkdtemp(prefix="qfdmo-test-stack-"))
     dags_folder = state_dir / "dags"
     shutil.copytree(REPO_ROOT / "dags", dags_folder, ignore=shutil.ignore_patterns("__pycache__", ".env"))
     ports = Ports(**{name: free_port() for name in Ports().__dict__})
@@ -38,6 +41,7 @@ def test_stack(tmp_path_factory) -> Stack:
     stack.start()
     yield stack
     stack.stop()
+    shutil.rmtree(state_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

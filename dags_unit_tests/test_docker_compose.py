@@ -219,9 +219,24 @@ def test_env_file_is_git_ignored_and_template_is_not() -> None:
     assert subprocess.run(["git", "check-ignore", "-q", "dags/.env.template"], cwd=REPO, check=False).returncode == 1
 
 
+def _working_compose() -> list[str] | None:
+    """A compose command that answers, or None: a `docker` CLI may ship without its compose plugin
+    (`docker compose` is then an unknown command), so the binary's presence proves nothing."""
+    for command in (["docker-compose"], ["docker", "compose"]):
+        if shutil.which(command[0]) is None:
+            continue
+        probe = subprocess.run([*command, "version"], capture_output=True, text=True, check=False)
+        if probe.returncode == 0:
+            return command
+    return None
+
+
+COMPOSE_COMMAND = _working_compose()
+
+
 @pytest.mark.skipif(
-    shutil.which("docker-compose") is None and shutil.which("docker") is None,
-    reason="no compose implementation installed (Debian: apt-get install docker-compose)",
+    COMPOSE_COMMAND is None,
+    reason="no working compose implementation (Debian: apt-get install docker-compose)",
 )
 def test_docker_compose_config_accepts_the_file(tmp_path: Path) -> None:
     """Compose's own validation, on a copy beside a dags/.env made from the template."""
@@ -229,9 +244,9 @@ def test_docker_compose_config_accepts_the_file(tmp_path: Path) -> None:
         shutil.copy(REPO / name, tmp_path / name)
     (tmp_path / "dags").mkdir()
     shutil.copy(REPO / "dags" / ".env.template", tmp_path / "dags" / ".env")
-    compose = ["docker-compose"] if shutil.which("docker-compose") else ["docker", "compose"]
+    assert COMPOSE_COMMAND is not None
     result = subprocess.run(
-        [*compose, "--profile", "airflow", "config"], cwd=tmp_path, capture_output=True, text=True, check=False
+        [*COMPOSE_COMMAND, "--profile", "airflow", "config"], cwd=tmp_path, capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr
     resolved = yaml.safe_load(result.stdout)

@@ -7,6 +7,7 @@ Scenarios run in sequence inside one test per format to keep the suite's time mo
 from __future__ import annotations
 
 import json
+import math
 import time
 import urllib.error
 import urllib.request
@@ -90,6 +91,7 @@ def test_refashion_first_load_rerun_change_revision_and_guard(airflow_stack, fee
     acteurs = _acteurs(dsn, ("refashion",))
     assert len(acteurs) == 12 and set(acteurs.values()) == {"ACTIF"}
     assert any(key.endswith("_d") for key in acteurs)  # the online-only acteur
+    _radius_search_is_in_metres(dsn)
 
     # A human corrected one acteur: the revision must survive every run untouched.
     revised = sorted(acteurs)[0]
@@ -129,6 +131,36 @@ def test_refashion_first_load_rerun_change_revision_and_guard(airflow_stack, fee
     assert staging == 0
     runs = Path(airflow_stack.env["QFDMO_DATA_DIR"]) / "runs" / "source_refashion"
     assert not runs.exists() or not any(runs.iterdir()), "run files left after successful runs"
+
+
+def _radius_search_is_in_metres(dsn: str) -> None:
+    """The carte's radius search on what the DAG wrote: ST_DWithin on geography, in metres, finds
+    what a great-circle distance computed here finds (the feed's points lie within 3 km of Grenoble)."""
+    with psycopg.connect(dsn) as conn:
+        points = conn.execute(
+            "SELECT identifiant_unique, ST_Y(location::geometry), ST_X(location::geometry) FROM qfdmo_acteur"
+            " WHERE location IS NOT NULL"
+        ).fetchall()
+        center_lat, center_lon = 45.181, 5.721
+
+        def within(metres: int, lat: float = center_lat, lon: float = center_lon) -> set[str]:
+            rows = conn.execute(
+                "SELECT identifiant_unique FROM qfdmo_acteur"
+                " WHERE ST_DWithin(location, ST_MakePoint(%s, %s)::geography, %s)",
+                (lon, lat, metres),
+            ).fetchall()
+            return {name for (name,) in rows}
+
+        def haversine(lat: float, lon: float) -> float:
+            p1, p2 = math.radians(center_lat), math.radians(lat)
+            dp, dl = p2 - p1, math.radians(lon - center_lon)
+            a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+            return 2 * 6_371_000 * math.asin(math.sqrt(a))
+
+        assert within(10_000) == {name for name, _, _ in points}
+        assert within(10_000, lat=48.8566, lon=2.3522) == set()  # Paris: 480 km away
+        near = {name for name, lat, lon in points if haversine(lat, lon) < 1_000}
+        assert 0 < len(near) < len(points) and within(1_000) == near
 
 
 def test_failed_run_leaves_the_database_as_it_was(airflow_stack, feeds):

