@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run up down status test lint bench lock clean-local
+.PHONY: venv run up down status test test-fast lint bench lock clean-local
 
 $(STAMP): airflow-requirements.txt dev-requirements.txt
 	@scripts/venv.sh
@@ -28,6 +28,10 @@ status: venv
 ## Linters + the whole test suite, on throwaway services started by the tests.
 test: venv lint
 	@$(VENV)/bin/pytest dags_unit_tests
+
+## Unit tests only (no PostgreSQL, S3 or Airflow started): the quick loop while changing code.
+test-fast: venv
+	@$(VENV)/bin/pytest -q -m unit dags_unit_tests
 
 lint: venv
 	@scripts/lint.sh

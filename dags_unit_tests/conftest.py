@@ -1,5 +1,8 @@
 """Shared fixtures: throwaway versions of the services the platform uses, started by the tests.
 
+Each test is marked by kind from the fixtures it uses: `e2e` (the Airflow stack), `integration`
+(PostgreSQL, S3), `unit` (none of them: `pytest -m unit`, `make test-fast`).
+
 - `postgres` (session): a private PostgreSQL 15 + PostGIS server on a free port (fsync off).
 - `carte_dsn` (function): DSN of a fresh carte database, schema + reference data applied.
 - `s3_server` (session): moto's S3 server on a free loopback port, platform buckets created.
@@ -26,6 +29,24 @@ from devstack.processes import free_port
 from devstack.stack import Stack, migrate_carte_db
 
 _database_numbers = itertools.count()
+
+# A test's kind follows from the services it asks for (directly or through another fixture):
+# `make test-fast` runs the unit tests only, with no service started.
+_E2E_FIXTURES = frozenset({"airflow_stack"})
+_INTEGRATION_FIXTURES = frozenset({"test_stack", "postgres", "carte_dsn", "s3_server"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if any(item.get_closest_marker(name) for name in ("unit", "integration", "e2e")):
+            continue  # a test that starts services itself says so
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & _E2E_FIXTURES:
+            item.add_marker(pytest.mark.e2e)
+        elif fixtures & _INTEGRATION_FIXTURES:
+            item.add_marker(pytest.mark.integration)
+        else:
+            item.add_marker(pytest.mark.unit)
 
 
 @pytest.fixture(scope="session")

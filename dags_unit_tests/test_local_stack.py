@@ -80,6 +80,7 @@ def test_missing_postgres_without_root_says_what_to_install(monkeypatch):
     assert "postgresql-15-postgis-3" in str(error.value)
 
 
+@pytest.mark.e2e  # starts the whole local stack itself (`make up` then `make down`)
 def test_up_then_down_leaves_no_process(tmp_path):
     env = {**os.environ, "QFDMO_STACK_DIR": str(tmp_path)}
     env.update({f"QFDMO_{name}_PORT": str(free_port())

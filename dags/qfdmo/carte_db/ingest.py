@@ -979,14 +979,12 @@ def apply(
                 ), inserted_ps AS (
                     INSERT INTO qfdmo_propositionservice (id, acteur_id, action_id)
                     SELECT id, identifiant_unique, action_id FROM ps
-                    RETURNING 1
                 ), inserted_psc AS (
                     INSERT INTO qfdmo_propositionservice_sous_categories
                         (propositionservice_id, souscategorieobjet_id)
                     SELECT id, unnest(souscategorie_ids) FROM ps
-                    RETURNING 1
                 )
-                SELECT (SELECT count(*) FROM inserted_ps), (SELECT count(*) FROM inserted_psc)
+                SELECT count(*), coalesce(sum(cardinality(souscategorie_ids)), 0) FROM ps
                 """,
                 p=t.propositions,
                 written_rows=written_rows,

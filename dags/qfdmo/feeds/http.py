@@ -122,7 +122,10 @@ class HttpClient:
             wait: float | None = None
             try:
                 self.requests_made += 1
-                response = self.session.get(url, params=params, timeout=self.timeout)
+                # Streamed, then read in 1 MiB blocks: `response.content` reads 10 KiB at a time,
+                # and those 60,000 reads were a third of a 600 MB feed's download time.
+                response = self.session.get(url, params=params, timeout=self.timeout, stream=True)
+                body = b"".join(response.iter_content(1 << 20)) if response.status_code < 400 else b""
             except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
                 # (a body cut mid-transfer is as transient as a refused connection)
                 last_problem = f"{type(exc).__name__}"
@@ -137,9 +140,8 @@ class HttpClient:
                 elif status >= 400:
                     raise FeedError(f"GET {shown} failed: HTTP {status} {response.text[:200]!r}")
                 else:
-                    # Not `response.text`: without a charset it guesses the encoding over the whole
-                    # body, which costs more than parsing it.
-                    body = response.content
+                    # Bytes, not `response.text`: without a charset it guesses the encoding over the
+                    # whole body, which costs more than parsing it.
                     if not body.isascii():
                         try:
                             body.decode("utf-8")
