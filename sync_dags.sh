@@ -15,10 +15,16 @@
 # 75 deploy in progress or another sync running (retried by the next run).
 set -euo pipefail
 
+# One vocabulary everywhere (the entrypoints, download_dags.py): development, preprod, prod.
 case "${ENVIRONMENT:-development}" in
-  development | dev | local)
+  development)
     echo "dags sync: ENVIRONMENT=${ENVIRONMENT:-unset}: DAGs come from the working tree, nothing to do"
     exit 0
+    ;;
+  preprod | prod) ;;
+  *)
+    echo "dags sync: FAILED: ENVIRONMENT='${ENVIRONMENT}' is unknown (expected development, preprod or prod)" >&2
+    exit 2
     ;;
 esac
 

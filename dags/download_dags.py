@@ -13,7 +13,10 @@ from datetime import datetime, timedelta
 from airflow.sdk import dag, task
 
 SYNC_SCRIPT_DEFAULT = "/opt/airflow/sync_dags.sh"
-DEVELOPMENT_ENVIRONMENTS = ("", "development", "dev", "local")
+# One vocabulary everywhere (sync_dags.sh, the images' entrypoints): development, preprod, prod;
+# unset = a developer's machine.
+DEVELOPMENT_ENVIRONMENTS = ("", "development")
+SYNCED_ENVIRONMENTS = ("preprod", "prod")
 
 
 @dag(
@@ -42,6 +45,8 @@ def download_dags_from_s3() -> None:
             from airflow.sdk.exceptions import AirflowSkipException
 
             raise AirflowSkipException(f"ENVIRONMENT={environment or 'unset'}: DAGs come from the working tree")
+        if environment not in SYNCED_ENVIRONMENTS:
+            raise ValueError(f"ENVIRONMENT={environment!r} is unknown (expected development, preprod or prod)")
         # The trailing space stops Airflow from loading a command ending in ".sh" as a Jinja template file.
         return shlex.quote(os.environ.get("SYNC_DAGS_SCRIPT", SYNC_SCRIPT_DEFAULT)) + " "
 

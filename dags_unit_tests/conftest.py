@@ -133,12 +133,10 @@ class AirflowStack:
         return result
 
     def airflow_json(self, *args: str, env: dict[str, str] | None = None, check: bool = True):
-        """Runs a CLI command with `-o json` and decodes its output (log lines before it skipped)."""
+        """Runs a CLI command with `-o json` and decodes its output: stdout must be JSON alone
+        (`bin/airflow … -o json | jq` works); a command that printed nothing gives []."""
         result = self.airflow(*args, "-o", "json", env=env, check=check)
-        for line in result.stdout.splitlines():
-            if line.startswith(("[", "{")):
-                return json.loads(line)
-        return []
+        return json.loads(result.stdout) if result.stdout.strip() else []
 
     def token(self) -> str:
         request = urllib.request.Request(

@@ -325,6 +325,14 @@ def test_development_does_nothing(bucket, image_folder):
     assert not image_folder.is_symlink() and tree(image_folder) == before
 
 
+def test_unknown_environment_is_refused(bucket, image_folder):
+    """development, preprod, prod: the vocabulary of the entrypoints; a typo must not pass for one."""
+    for environment in ("dev", "local", "prd"):
+        result = run_sync(bucket, image_folder, ENVIRONMENT=environment)
+        assert result.returncode == 2 and f"ENVIRONMENT='{environment}' is unknown" in result.stderr
+    assert not image_folder.is_symlink()
+
+
 def test_missing_configuration_is_reported(bucket, image_folder):
     result = run_sync(bucket, image_folder, CELLAR_ADDON_BUCKET="")
     assert result.returncode == 2 and "CELLAR_ADDON_BUCKET is not set" in result.stderr

@@ -122,6 +122,10 @@ def exec_command(config: StackConfig, command: list[str]) -> int:
         print("usage: python -m devstack exec <command> [args…]", file=sys.stderr)
         return 2
     env = {**os.environ, **config.airflow_env()}
+    # Airflow warns at import that graphviz (only `dags show` renders graphs) is missing, on stdout:
+    # `bin/airflow … -o json | jq` must get JSON alone.
+    ignored = "ignore:Could not import graphviz"
+    env["PYTHONWARNINGS"] = ",".join(w for w in (env.get("PYTHONWARNINGS"), ignored) if w)
     os.execvpe(command[0], command, env)
     return 127  # not reached
 
