@@ -34,8 +34,8 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "dags"))
 
-from qfdmo.carte_db import apply, drop_staging, migrate, stage  # noqa: E402
-from qfdmo.carte_db.staging_format import (  # noqa: E402
+from qfdmo.carte_db import apply, drop_staging, migrate, stage
+from qfdmo.carte_db.staging_format import (
     ACTEUR_SERVICES_FILE,
     ACTEURS_FILE,
     LABELS_FILE,

@@ -18,9 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from devstack.config import REPO_ROOT, Ports, StackConfig  # noqa: E402
-from devstack.processes import free_port, process_tree, processes_in_group  # noqa: E402
-from devstack.stack import Stack  # noqa: E402
+from devstack.config import REPO_ROOT, Ports, StackConfig
+from devstack.processes import free_port, process_tree, processes_in_group
+from devstack.stack import Stack
 
 FILE_BUDGET_S = 0.5
 FOLDER_BUDGET_S = 3.0

@@ -257,8 +257,9 @@ def build_source_dag(declaration: SourceDeclaration):
                 _fail(f"{dag_id}: {run_report['outcome']} (see the run report above); the carte DB is unchanged")
             return run_report
 
-        staged = stage_and_diff(normalise(download()))
-        branch = guard(staged)
+        # TaskFlow calls pass XComArgs, resolved to the typed values when the tasks run.
+        staged = stage_and_diff(normalise(download()))  # type: ignore[arg-type]
+        branch = guard(staged)  # type: ignore[arg-type]
         applied = apply()
         branch >> [approval, applied]
         approval >> applied

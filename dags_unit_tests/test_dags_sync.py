@@ -281,7 +281,7 @@ def test_malicious_and_oversized_keys_are_refused(bucket, image_folder, tmp_path
 class _EchoingStore(http.server.BaseHTTPRequestHandler):
     """An S3 endpoint that quotes the caller's access key id in its error, as some stores do."""
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server API)
+    def do_GET(self) -> None:
         # Signed by header (boto3 client) or by query string (pre-signed listing): echo both.
         authorization = self.headers.get("Authorization", "")
         query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)

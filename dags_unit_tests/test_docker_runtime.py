@@ -131,7 +131,7 @@ def containers(postgres, tmp_path: Path):
     started: list[subprocess.Popen] = []
 
     def start(script: str, env: dict[str, str]) -> subprocess.Popen:
-        log = open(tmp_path / f"{script}.log", "w")  # noqa: SIM115 - closed with the process
+        log = open(tmp_path / f"{script}.log", "w")
         proc = subprocess.Popen(
             [str(REPO / "docker" / script)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )

@@ -141,7 +141,7 @@ def test_a_body_that_is_not_utf8_fails_clearly(tmp_path):
     import threading
 
     class Latin1(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - the handler API
+        def do_GET(self):
             body = '{"total": 1, "results": [{"nom": "Café"}]}'.encode("latin-1")
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))

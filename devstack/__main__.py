@@ -15,7 +15,7 @@ from devstack.processes import StackError, processes_in_group, stop_groups, wait
 from devstack.stack import Stack
 
 
-def _raise_interrupt(signum, frame):  # noqa: ARG001 (signal handler signature)
+def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 

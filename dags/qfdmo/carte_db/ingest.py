@@ -57,6 +57,7 @@ import psycopg
 from psycopg import sql
 
 from qfdmo.carte_db.contract import load_contract
+from qfdmo.carte_db.queries import one_row
 from qfdmo.carte_db.staging_format import (
     ACTEUR_SERVICES_FILE,
     ACTEURS_FILE,
@@ -296,7 +297,7 @@ def stage(
     started = time.perf_counter()
     with conn.transaction(), conn.cursor() as cur:
         _staging_settings(cur)
-        acteurs = cur.execute(_q("SELECT count(*) FROM {a}", a=t.acteurs)).fetchone()[0]
+        acteurs = one_row(cur.execute(_q("SELECT count(*) FROM {a}", a=t.acteurs)))[0]
         result = _diff(cur, t, source_codes)
         seconds["diff"] = time.perf_counter() - started
     return StageResult(
@@ -527,7 +528,7 @@ def _check_acteurs(
         ]
     )
     counts = cur.execute(_q("SELECT {checks} FROM {a}", checks=checks, a=t.acteurs), {"sources": list(source_codes)})
-    no_id, no_source, no_type, foreign, unknown_source, unknown_type, *rest = counts.fetchone()
+    no_id, no_source, no_type, foreign, unknown_source, unknown_type, *rest = one_row(counts)
     too_long, outside_choices = rest[: len(limited)], rest[len(limited) :]
     if no_id or no_source or no_type:
         problems.append(
@@ -596,7 +597,7 @@ def _check_sets(
             sql.SQL("count(*) FILTER (WHERE " + condition + ")") for condition, *_ in unresolved
         )
         # The anti-join in a subquery of its own: inside FILTER it would run once per row.
-        without_acteur, *unresolved_counts = cur.execute(
+        without_acteur, *unresolved_counts = one_row(cur.execute(
             _q(
                 "SELECT (SELECT count(*) FROM {x} x WHERE NOT EXISTS"
                 "          (SELECT FROM {a} a WHERE a.identifiant_unique = x.identifiant_unique)),"
@@ -605,7 +606,7 @@ def _check_sets(
                 x=table,
                 conditions=conditions,
             )
-        ).fetchone()
+        ))
         if without_acteur:
             orphans.append(f"{without_acteur} {name}")
         for count, (_, column, raw, ref) in zip(unresolved_counts, unresolved, strict=True):
@@ -723,14 +724,14 @@ def _diff(cur: psycopg.Cursor, t: _Tables, source_codes: list[str] | tuple[str, 
         {"sources": list(source_codes)},
     )
     cur.execute(_q("ANALYZE {d}", d=t.diff))
-    counts = dict(cur.execute(_q("SELECT kind, count(*) FROM {d} GROUP BY kind", d=t.diff)).fetchall())
-    staged_count = cur.execute(_q("SELECT count(*) FROM {a}", a=t.acteurs)).fetchone()[0]
+    counts: dict[str, int] = dict(cur.execute(_q("SELECT kind, count(*) FROM {d} GROUP BY kind", d=t.diff)).fetchall())
+    staged_count = one_row(cur.execute(_q("SELECT count(*) FROM {a}", a=t.acteurs)))[0]
     counts["unchanged"] = staged_count - sum(counts.get(k, 0) for k in ("new", "changed", "inactive"))
-    active_before = cur.execute(
+    active_before = one_row(cur.execute(
         "SELECT count(*) FROM qfdmo_acteur a JOIN qfdmo_source s ON s.id = a.source_id"
         " WHERE s.code = ANY(%s) AND a.statut = 'ACTIF'",
         (list(source_codes),),
-    ).fetchone()[0]
+    ))[0]
     examples: dict[str, list[str]] = {}
     for kind in ("new", "changed", "to_deactivate", "inactive"):
         if counts.get(kind):
@@ -774,7 +775,7 @@ def _staged_signatures(cur: psycopg.Cursor, t: _Tables) -> None:
         )
     )
     todo = cur.rowcount
-    staged = cur.execute(_q("SELECT count(*) FROM {a}", a=t.acteurs)).fetchone()[0]
+    staged = one_row(cur.execute(_q("SELECT count(*) FROM {a}", a=t.acteurs)))[0]
     if todo == 0:
         cur.execute(_q("DROP TABLE {todo}", todo=t.todo))
         return
@@ -819,7 +820,7 @@ def _changed_columns(cur: psycopg.Cursor, t: _Tables) -> dict[str, int]:
         else sql.SQL("count(*) FILTER (WHERE a.location::bytea IS DISTINCT FROM m.location::bytea)")
         for c in MANAGED_COLUMNS
     ]
-    row = cur.execute(
+    row = one_row(cur.execute(
         _q(
             "SELECT {per_column}, count(*) FILTER (WHERE a.statut = 'SUPPRIME') FROM {d} d"
             " JOIN {a} m ON m.identifiant_unique = d.identifiant_unique"
@@ -829,11 +830,11 @@ def _changed_columns(cur: psycopg.Cursor, t: _Tables) -> dict[str, int]:
             d=t.diff,
             a=t.acteurs,
         )
-    ).fetchone()
+    ))
     counts = dict(zip((*MANAGED_COLUMNS, "reactivated"), row, strict=True))
-    changed = cur.execute(_q("SELECT count(*) FROM {d} WHERE kind = 'changed'", d=t.diff)).fetchone()[0]
+    changed = one_row(cur.execute(_q("SELECT count(*) FROM {d} WHERE kind = 'changed'", d=t.diff)))[0]
     # Changed acteurs whose columns and statut are all equal differ by their sets only; others may too.
-    scalar_changed = cur.execute(
+    scalar_changed = one_row(cur.execute(
         _q(
             "SELECT count(*) FROM {d} d JOIN {a} m ON m.identifiant_unique = d.identifiant_unique"
             " JOIN qfdmo_acteur a ON a.identifiant_unique = d.identifiant_unique"
@@ -843,7 +844,7 @@ def _changed_columns(cur: psycopg.Cursor, t: _Tables) -> dict[str, int]:
             managed=_column_list("a"),
             staged=_column_list("m"),
         )
-    ).fetchone()[0]
+    ))[0]
     counts["sets_only"] = changed - scalar_changed
     return {k: v for k, v in counts.items() if v}
 
@@ -906,6 +907,7 @@ def apply(
         # keys), so that the indexes grow at their right edge. When every staged acteur is written
         # (a first load), they are read as they lie: no join, no sort.
         staged = result.new + result.changed + result.unchanged + result.inactive
+        new_rows: sql.Composable
         if result.new == staged:
             new_rows, new_order = sql.SQL(""), sql.SQL("")
         else:
@@ -954,6 +956,7 @@ def apply(
         services_written = cur.rowcount
         lap("delete replaced sets")
 
+        written_rows: sql.Composable
         if result.new + result.changed == staged:
             written_rows, written_order = sql.SQL(""), sql.SQL("")
         else:
@@ -963,12 +966,12 @@ def apply(
             )
             written_order = sql.SQL(' ORDER BY x.identifiant_unique COLLATE "C", 2')
         # Resolved once: pg_get_serial_sequence() inside the query would run for every row.
-        sequence = cur.execute("SELECT pg_get_serial_sequence('qfdmo_propositionservice', 'id')").fetchone()[0]
+        sequence = one_row(cur.execute("SELECT pg_get_serial_sequence('qfdmo_propositionservice', 'id')"))[0]
         # One statement writes both tables: each proposition draws its id once, in
         # (acteur_id, action_id) order so that both indexes of qfdmo_propositionservice and the
         # sous-catégories' one receive their keys in order; the sous-catégories are unnested from
         # the same materialised rows instead of being joined back on (acteur_id, action_id).
-        ps_count, psc_count = cur.execute(
+        ps_count, psc_count = one_row(cur.execute(
             _q(
                 """
                 WITH ps AS MATERIALIZED (
@@ -991,7 +994,7 @@ def apply(
                 written_order=written_order,
                 sequence=sql.Literal(sequence),
             )
-        ).fetchone()
+        ))
         ps_written += ps_count
         psc_written += psc_count
         lap("insert propositions + sous-catégories")

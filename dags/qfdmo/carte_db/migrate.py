@@ -23,6 +23,7 @@ from pathlib import Path
 
 import psycopg
 
+from qfdmo.carte_db.queries import one_row
 from qfdmo.carte_db.reference import load_reference_data
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -85,8 +86,8 @@ def _prepare_bookkeeping(conn: psycopg.Connection) -> None:
     of this module created it (public.carte_schema_migrations)."""
     with conn.transaction():
         conn.execute(f"CREATE SCHEMA IF NOT EXISTS {PLATFORM_SCHEMA}")
-        legacy = conn.execute("SELECT to_regclass('public.carte_schema_migrations')").fetchone()[0]
-        current = conn.execute(f"SELECT to_regclass('{_BOOKKEEPING}')").fetchone()[0]
+        legacy = one_row(conn.execute("SELECT to_regclass('public.carte_schema_migrations')"))[0]
+        current = one_row(conn.execute(f"SELECT to_regclass('{_BOOKKEEPING}')"))[0]
         if legacy and not current:
             conn.execute(f"ALTER TABLE public.carte_schema_migrations SET SCHEMA {PLATFORM_SCHEMA}")
             conn.execute(f"ALTER TABLE {PLATFORM_SCHEMA}.carte_schema_migrations RENAME TO schema_migrations")

@@ -284,6 +284,7 @@ def download(
             client.close()
 
 
+_decode: Callable[[str | bytes], Any]
 try:
     # pydantic-core (a dependency of Airflow itself) decodes JSON about twice as fast as the
     # standard library, and decoding is most of the cost of reading 500,000 rows.

@@ -48,6 +48,7 @@ class ProductMapping:
 
 def parse_mapping(path: Path) -> ProductMapping:
     exact: dict[str, list[str]] = {}
+    codes: list[str] | tuple[str, ...]
     try:
         with path.open(encoding="utf-8", newline="") as f:
             reader = csv.reader(f)

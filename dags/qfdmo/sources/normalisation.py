@@ -115,7 +115,7 @@ def check_configuration(declaration: SourceDeclaration, reference: ReferenceCode
         )
 
 
-class _Rejected(Exception):  # noqa: N818 - control flow, not an error
+class _Rejected(Exception):
     def __init__(self, reason: str, value: object) -> None:
         self.reason = reason
         self.value = value
@@ -207,13 +207,13 @@ class _Normaliser:
         labels = list(self.declaration.defaults.labels)
         unknown: list[str] = []
         for part in rules.text(raw).split("|"):
-            key = rules.unaccented_key(part)
-            if key in LABELS_IGNORED or key in rules.NULL_LIKE:
+            label = rules.unaccented_key(part)
+            if label in LABELS_IGNORED or label in rules.NULL_LIKE:
                 continue
-            if key == BONUS_REPARATION:
+            if label == BONUS_REPARATION:
                 code = self.declaration.label_bonus_reparation
             else:
-                code = self.labels_by_lower.get(key)
+                code = self.labels_by_lower.get(label)
             if code is None:
                 unknown.append(part.strip())
             elif code not in labels:
@@ -449,7 +449,8 @@ class _Normaliser:
         if not nom:
             return self._reject(source_codes, "missing nom", "", row_number, identifier)
         if services.rejection is not None:
-            return self._reject(source_codes, *services.rejection, row_number, identifier)
+            reason, value = services.rejection
+            return self._reject(source_codes, reason, value, row_number, identifier)
 
         key2 = tuple(map(get, _PUBLIC_COLUMNS))
         try:
@@ -457,10 +458,13 @@ class _Normaliser:
         except TypeError:
             public = self._public(key2)
         if public.rejection is not None:
-            return self._reject(source_codes, *public.rejection, row_number, identifier)
+            reason, value = public.rejection
+            return self._reject(source_codes, reason, value, row_number, identifier)
         for warning in public.warnings:
             warnings[warning] += 1
 
+        latitude: float | None
+        longitude: float | None
         if type(lat_raw) is float and type(lon_raw) is float and lat_raw and lon_raw \
                 and -90.0 <= lat_raw <= 90.0 and -180.0 <= lon_raw <= 180.0:
             latitude, longitude = lat_raw, lon_raw  # the common case: JSON numbers
@@ -612,7 +616,7 @@ class _Writers:
         run_dir.mkdir(parents=True, exist_ok=True)
         self.report = report
         self.files = [
-            open(run_dir / name, "w", encoding="utf-8", newline="", buffering=1 << 20)  # noqa: SIM115
+            open(run_dir / name, "w", encoding="utf-8", newline="", buffering=1 << 20)
             for name in (ACTEURS_FILE, PROPOSITIONS_FILE, LABELS_FILE, ACTEUR_SERVICES_FILE)
         ]
         self.pending: list[list[str]] = [[], [], [], []]
