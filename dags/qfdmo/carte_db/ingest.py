@@ -671,28 +671,7 @@ def _diff(cur: psycopg.Cursor, t: _Tables, source_codes: list[str] | tuple[str, 
         _q(
             """
             CREATE UNLOGGED TABLE {d} WITH (autovacuum_enabled = false) AS
-            WITH db_sig AS (
-                SELECT acteur_id, bit_xor(h) AS value FROM (
-                    SELECT ps.acteur_id, hashint8extended(ps.action_id, 1) AS h
-                    FROM qfdmo_propositionservice ps
-                    JOIN {a} m ON m.identifiant_unique = ps.acteur_id
-                    UNION ALL
-                    SELECT ps.acteur_id,
-                           hashint8extended((ps.action_id::bigint << 32) | psc.souscategorieobjet_id, 2)
-                    FROM qfdmo_propositionservice ps
-                    JOIN {a} m ON m.identifiant_unique = ps.acteur_id
-                    JOIN qfdmo_propositionservice_sous_categories psc
-                      ON psc.propositionservice_id = ps.id
-                    UNION ALL
-                    SELECT x.acteur_id, hashint8extended(x.labelqualite_id, 3)
-                    FROM qfdmo_acteur_labels x JOIN {a} m ON m.identifiant_unique = x.acteur_id
-                    UNION ALL
-                    SELECT x.acteur_id, hashint8extended(x.acteurservice_id, 4)
-                    FROM qfdmo_acteur_acteur_services x
-                    JOIN {a} m ON m.identifiant_unique = x.acteur_id
-                ) h
-                GROUP BY acteur_id
-            )
+            WITH db_sig AS ({db_signatures})
             SELECT * FROM (
                 SELECT m.identifiant_unique,
                        CASE
@@ -704,7 +683,7 @@ def _diff(cur: psycopg.Cursor, t: _Tables, source_codes: list[str] | tuple[str, 
                        END AS kind
                 FROM {a} m
                 LEFT JOIN qfdmo_acteur a ON a.identifiant_unique = m.identifiant_unique
-                LEFT JOIN db_sig ON db_sig.acteur_id = m.identifiant_unique
+                LEFT JOIN db_sig ON db_sig.acteur = m.identifiant_unique
                 LEFT JOIN {sets} sig ON sig.identifiant_unique = m.identifiant_unique
             ) staged
             WHERE kind IS NOT NULL  -- unchanged acteurs are only counted
@@ -720,6 +699,29 @@ def _diff(cur: psycopg.Cursor, t: _Tables, source_codes: list[str] | tuple[str, 
             sets=t.sets,
             managed=managed,
             staged=staged,
+            db_signatures=_set_signatures(
+                propositions=_q(
+                    "SELECT ps.acteur_id AS acteur, ps.action_id FROM qfdmo_propositionservice ps"
+                    " JOIN {a} m ON m.identifiant_unique = ps.acteur_id",
+                    a=t.acteurs,
+                ),
+                sous_categories=_q(
+                    "SELECT ps.acteur_id AS acteur, ps.action_id, psc.souscategorieobjet_id AS souscategorie_id"
+                    " FROM qfdmo_propositionservice ps JOIN {a} m ON m.identifiant_unique = ps.acteur_id"
+                    " JOIN qfdmo_propositionservice_sous_categories psc ON psc.propositionservice_id = ps.id",
+                    a=t.acteurs,
+                ),
+                labels=_q(
+                    "SELECT x.acteur_id AS acteur, x.labelqualite_id FROM qfdmo_acteur_labels x"
+                    " JOIN {a} m ON m.identifiant_unique = x.acteur_id",
+                    a=t.acteurs,
+                ),
+                services=_q(
+                    "SELECT x.acteur_id AS acteur, x.acteurservice_id FROM qfdmo_acteur_acteur_services x"
+                    " JOIN {a} m ON m.identifiant_unique = x.acteur_id",
+                    a=t.acteurs,
+                ),
+            ),
         ),
         {"sources": list(source_codes)},
     )
@@ -783,26 +785,23 @@ def _staged_signatures(cur: psycopg.Cursor, t: _Tables) -> None:
     only = sql.SQL("") if todo == staged else _q(" JOIN {todo} USING (identifiant_unique)", todo=t.todo)
     cur.execute(
         _q(
-            """
-            INSERT INTO {sets} (identifiant_unique, value)
-            SELECT identifiant_unique, bit_xor(h) FROM (
-                SELECT identifiant_unique, hashint8extended(action_id, 1) AS h FROM {p}{only}
-                UNION ALL
-                SELECT identifiant_unique,
-                       hashint8extended((action_id::bigint << 32) | unnest(souscategorie_ids), 2)
-                FROM {p}{only}
-                UNION ALL
-                SELECT identifiant_unique, hashint8extended(labelqualite_id, 3) FROM {l}{only}
-                UNION ALL
-                SELECT identifiant_unique, hashint8extended(acteurservice_id, 4) FROM {s}{only}
-            ) h
-            GROUP BY identifiant_unique
-            """,
+            "INSERT INTO {sets} (identifiant_unique, value) {signatures}",
             sets=t.sets,
-            p=t.propositions,
-            l=t.labels,
-            s=t.services,
-            only=only,
+            signatures=_set_signatures(
+                propositions=_q(
+                    "SELECT identifiant_unique AS acteur, action_id FROM {p}{only}", p=t.propositions, only=only
+                ),
+                sous_categories=_q(
+                    "SELECT identifiant_unique AS acteur, action_id, unnest(souscategorie_ids) AS souscategorie_id"
+                    " FROM {p}{only}",
+                    p=t.propositions,
+                    only=only,
+                ),
+                labels=_q("SELECT identifiant_unique AS acteur, labelqualite_id FROM {l}{only}", l=t.labels, only=only),
+                services=_q(
+                    "SELECT identifiant_unique AS acteur, acteurservice_id FROM {s}{only}", s=t.services, only=only
+                ),
+            ),
         )
     )
     signed = cur.rowcount
@@ -810,6 +809,35 @@ def _staged_signatures(cur: psycopg.Cursor, t: _Tables) -> None:
     if signed > 0:
         # Without statistics the planner would take the signatures for a handful of rows.
         cur.execute(_q("ANALYZE {sets}", sets=t.sets))
+
+
+def _set_signatures(
+    propositions: sql.Composable, sous_categories: sql.Composable, labels: sql.Composable, services: sql.Composable
+) -> sql.Composed:
+    """(acteur, value): per acteur, the XOR of 64-bit hashes of its (action), (action, sous-catégorie),
+    label and service ids — one definition for both sides of the diff (the qfdmo tables and the
+    staged run), so that their seeds and encodings cannot drift apart. Each argument is a query
+    giving `acteur` and the ids: propositions (action_id), sous_categories (action_id,
+    souscategorie_id), labels (labelqualite_id), services (acteurservice_id)."""
+    return _q(
+        """
+        SELECT acteur, bit_xor(h) AS value FROM (
+            SELECT acteur, hashint8extended(action_id, 1) AS h FROM ({propositions}) x
+            UNION ALL
+            SELECT acteur, hashint8extended((action_id::bigint << 32) | souscategorie_id, 2)
+            FROM ({sous_categories}) x
+            UNION ALL
+            SELECT acteur, hashint8extended(labelqualite_id, 3) FROM ({labels}) x
+            UNION ALL
+            SELECT acteur, hashint8extended(acteurservice_id, 4) FROM ({services}) x
+        ) h
+        GROUP BY acteur
+        """,
+        propositions=propositions,
+        sous_categories=sous_categories,
+        labels=labels,
+        services=services,
+    )
 
 
 def _changed_columns(cur: psycopg.Cursor, t: _Tables) -> dict[str, int]:
