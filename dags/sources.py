@@ -20,80 +20,28 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Param, TriggerRule, dag, task
+from qfdmo.airflow.source_tasks import (
+    APPLY,
+    APPROVAL,
+    DECISION_KEY,
+    DOWNLOAD,
+    GUARD,
+    NORMALISE,
+    REPORT,
+    STAGE,
+    SourceApprovalOperator,
+    carte_dsn,
+    fail,
+    failed_step,
+    run_dir,
+)
 from qfdmo.sources import SourceDeclaration, load_declarations
 
-CARTE_CONN_ID = "qfdmo_django_db"
 OWNER = "qfdmo-data"
 TAGS = ["qfdmo", "source"]
 DEFAULT_MAX_DEACTIVATION_SHARE = 0.1
 DEFAULT_APPROVAL_TIMEOUT = 86_400  # seconds: a working day to answer
-
-DECISION_KEY = "decision"
-# Task ids, also used in templates and XCom pulls.
-DOWNLOAD, NORMALISE, STAGE, GUARD, APPROVAL, APPLY, REPORT = (
-    "download",
-    "normalise",
-    "stage_and_diff",
-    "guard",
-    "request_approval",
-    "apply",
-    "report",
-)
-
-
-class SourceApprovalOperator(ApprovalOperator):
-    """ApprovalOperator whose response timeout is the run's `approval_timeout` param (seconds), and
-    which records the decision in XCom `decision` for the report.
-
-    The stock operator fixes `response_timeout` when the DAG is parsed; here it depends on the run.
-    On Reject it skips `apply` by raising, so it never returns a value: the decision (and whether the
-    timeout made it) is pushed first.
-    """
-
-    def execute(self, context: Any) -> Any:
-        self.response_timeout = timedelta(seconds=float(context["params"]["approval_timeout"]))
-        return super().execute(context)
-
-    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
-        if "error" not in event:
-            context["ti"].xcom_push(
-                key=DECISION_KEY,
-                value={
-                    "chosen_options": list(event.get("chosen_options") or []),
-                    "responded_by_user": event.get("responded_by_user"),
-                    "timed_out": bool(event.get("timedout")),
-                },
-            )
-        return super().execute_complete(context, event)
-
-
-def _carte_dsn() -> str:
-    from airflow.sdk import BaseHook
-    from psycopg.conninfo import make_conninfo
-
-    conn = BaseHook.get_connection(CARTE_CONN_ID)
-    return make_conninfo(
-        host=conn.host or "",
-        port=str(conn.port or ""),
-        user=conn.login or "",
-        password=conn.password or "",
-        dbname=conn.schema or "",
-    )
-
-
-def _run_dir(context: Any):
-    from qfdmo.pipeline import run_dir
-
-    return run_dir(context["dag"].dag_id, context["run_id"])
-
-
-def _fail(message: str) -> None:
-    from airflow.sdk.exceptions import AirflowFailException
-
-    # Retrying cannot fix these (empty feed, rejected rows, unknown codes): fail at once.
-    raise AirflowFailException(message)
 
 
 def build_source_dag(declaration: SourceDeclaration):
@@ -136,9 +84,9 @@ def build_source_dag(declaration: SourceDeclaration):
             from qfdmo.pipeline import steps
 
             try:
-                return steps.download(declaration, context["params"]["endpoint_url"], _run_dir(context))
+                return steps.download(declaration, context["params"]["endpoint_url"], run_dir(context))
             except EmptyFeedError as exc:
-                _fail(str(exc))
+                fail(str(exc))
                 raise
 
         @task(task_id=NORMALISE)
@@ -147,9 +95,9 @@ def build_source_dag(declaration: SourceDeclaration):
             from qfdmo.sources import ConfigurationError
 
             try:
-                return steps.normalise(declaration, _run_dir(context), _carte_dsn(), downloaded)
+                return steps.normalise(declaration, run_dir(context), carte_dsn(), downloaded)
             except (PipelineError, ConfigurationError) as exc:
-                _fail(str(exc))
+                fail(str(exc))
                 raise
 
         @task(task_id=STAGE)
@@ -161,14 +109,14 @@ def build_source_dag(declaration: SourceDeclaration):
             try:
                 staged = steps.stage(
                     declaration,
-                    _run_dir(context),
+                    run_dir(context),
                     key,
-                    _carte_dsn(),
+                    carte_dsn(),
                     float(context["params"]["max_deactivation_share"]),
                     normalised,
                 )
             except StagingError as exc:
-                _fail(str(exc))
+                fail(str(exc))
                 raise
             preview = build_report(
                 dag_id=context["dag"].dag_id,
@@ -200,8 +148,8 @@ def build_source_dag(declaration: SourceDeclaration):
             return steps.apply(
                 declaration,
                 run_key(context["dag"].dag_id, context["run_id"]),
-                _carte_dsn(),
-                _run_dir(context),
+                carte_dsn(),
+                run_dir(context),
                 context["ti"].xcom_pull(task_ids=STAGE),
             )
 
@@ -226,14 +174,8 @@ def build_source_dag(declaration: SourceDeclaration):
                 "apply": ti.xcom_pull(task_ids=APPLY),
             }
             answer = Approval.from_xcom(ti.xcom_pull(task_ids=APPROVAL, key=DECISION_KEY))
-            failed_step = next((name for name, value in results.items() if value is None), None)
-            if failed_step == "apply":
-                if answer is not None and answer.chosen != "Approve":
-                    failed_step = None  # not applied by decision, not by failure
-                elif answer is None and results["stage"]["needs_approval"]:
-                    failed_step = APPROVAL
-            elif failed_step == "stage":
-                failed_step = STAGE
+            failed = failed_step(results, answer.chosen if answer else None,
+                                 bool(results["stage"] and results["stage"]["needs_approval"]))
             dag_id, run_id = context["dag"].dag_id, context["run_id"]
             run_report = build_report(
                 dag_id=dag_id,
@@ -241,7 +183,7 @@ def build_source_dag(declaration: SourceDeclaration):
                 source=declaration.code,
                 steps=results,
                 approval=answer,
-                failed_step=failed_step,
+                failed_step=failed,
                 approval_timeout=context["params"]["approval_timeout"],
             )
             path = write_report(run_report, report_path(dag_id, run_id))
@@ -249,12 +191,12 @@ def build_source_dag(declaration: SourceDeclaration):
             print(f"Run report written to {path}")
             steps.finish(
                 run_key(dag_id, run_id),
-                _carte_dsn(),
-                _run_dir(context),
+                carte_dsn(),
+                run_dir(context),
                 keep_files=run_report["outcome"] not in SETTLED_OUTCOMES,  # a failed run's files help debugging
             )
-            if failed_step:
-                _fail(f"{dag_id}: {run_report['outcome']} (see the run report above); the carte DB is unchanged")
+            if failed:
+                fail(f"{dag_id}: {run_report['outcome']} (see the run report above); the carte DB is unchanged")
             return run_report
 
         # TaskFlow calls pass XComArgs, resolved to the typed values when the tasks run.
