@@ -45,6 +45,8 @@ sys.path[:0] = [str(REPO), str(REPO / "dags"), str(REPO / "dags_unit_tests")]
 
 import psycopg  # noqa: E402
 from psycopg import sql  # noqa: E402
+from qfdmo.carte_db.contract import read_catalog  # noqa: E402
+from qfdmo.carte_db.ingest import WRITTEN_TABLES  # noqa: E402
 from qfdmo.pipeline import apply, download, finish, normalise, stage  # noqa: E402
 from qfdmo.pipeline.fingerprint import forget_record  # noqa: E402
 from qfdmo.pipeline.parallel_normalise import default_processes  # noqa: E402
@@ -59,15 +61,6 @@ UNCHANGED_MAX_S = 15.0
 PEAK_RSS_MAX_MB = 1536
 # Odd, so that the median is one of the runs (whose per-table seconds are printed).
 COPY_REPEATS = 3
-# The tables a first load writes, in dependency order: acteurs, their propositions, the
-# propositions' sous-catégories, then the acteurs' labels and services.
-WRITTEN_TABLES = (
-    "qfdmo_acteur",
-    "qfdmo_propositionservice",
-    "qfdmo_propositionservice_sous_categories",
-    "qfdmo_acteur_labels",
-    "qfdmo_acteur_acteur_services",
-)
 # The generated rows are Refashion's: their products map through the `sous_categories` mapping.
 SOURCE = "refashion"
 
@@ -137,27 +130,6 @@ class Export:
     rows: int
 
 
-def _columns(cur: psycopg.Cursor, table: str) -> tuple[str, ...]:
-    """The table's stored columns, from the catalogue: generated columns cannot be COPYed into."""
-    rows = cur.execute(
-        "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0"
-        " AND NOT attisdropped AND attgenerated = '' ORDER BY attnum",
-        (table,),
-    ).fetchall()
-    return tuple(name for (name,) in rows)
-
-
-def _primary_key(cur: psycopg.Cursor, table: str) -> tuple[str, ...]:
-    """The primary key's columns, in key order (empty when the table has none)."""
-    rows = cur.execute(
-        "SELECT a.attname FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY k(attnum, n)"
-        " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum"
-        " WHERE i.indrelid = %s::regclass AND i.indisprimary ORDER BY k.n",
-        (table,),
-    ).fetchall()
-    return tuple(name for (name,) in rows)
-
-
 def export_written_rows(dsn: str, directory: Path) -> list[Export]:
     """Export every row of WRITTEN_TABLES (untimed) for the floor to COPY back.
 
@@ -168,9 +140,10 @@ def export_written_rows(dsn: str, directory: Path) -> list[Export]:
     directory.mkdir(parents=True, exist_ok=True)
     exports = []
     with psycopg.connect(dsn) as conn, conn.cursor() as cur:
+        # The columns and primary keys as the migrations made them (the contract checker's reader).
+        catalog = read_catalog(conn, WRITTEN_TABLES)
         for table in WRITTEN_TABLES:
-            columns = _columns(cur, table)
-            key = _primary_key(cur, table)
+            columns, key = tuple(catalog[table].columns), catalog[table].primary_key
             query = sql.SQL("SELECT {columns} FROM {table}{order}").format(
                 columns=sql.SQL(", ").join(map(sql.Identifier, columns)),
                 table=sql.Identifier(table),

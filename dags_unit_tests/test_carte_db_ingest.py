@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 import pytest
 from qfdmo.carte_db import StagingError, apply, diff, drop_staging, stage
-from qfdmo.carte_db.ingest import _lock_key
+from qfdmo.carte_db.ingest import WRITTEN_TABLES, _lock_key
 from qfdmo.carte_db.staging_format import (
     ACTEUR_COLUMNS,
     ACTEUR_SERVICES_FILE,
@@ -20,13 +20,6 @@ from qfdmo.carte_db.staging_format import (
 )
 
 SOURCES = ["refashion"]
-WRITTEN_TABLES = (
-    "qfdmo_acteur",
-    "qfdmo_propositionservice",
-    "qfdmo_propositionservice_sous_categories",
-    "qfdmo_acteur_labels",
-    "qfdmo_acteur_acteur_services",
-)
 ALL_TABLES = (
     *WRITTEN_TABLES,
     "qfdmo_revisionacteur",

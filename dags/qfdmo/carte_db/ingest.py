@@ -1084,6 +1084,14 @@ class _Laps:
 
 
 ANALYZE_THRESHOLD = 10_000
+# The qfdmo tables a run writes, in dependency order (the keys of ApplyResult.rows_written).
+WRITTEN_TABLES = (
+    "qfdmo_acteur",
+    "qfdmo_propositionservice",
+    "qfdmo_propositionservice_sous_categories",
+    "qfdmo_acteur_labels",
+    "qfdmo_acteur_acteur_services",
+)
 _STATISTICS_COLUMNS = {
     "qfdmo_acteur": "identifiant_unique, source_id, statut",
     "qfdmo_propositionservice": "id, acteur_id",
