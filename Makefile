@@ -25,9 +25,11 @@ down:
 status: venv
 	@$(PY) -m devstack status
 
-## Linters + the whole test suite, on throwaway services started by the tests.
+## Linters + the whole test suite, on throwaway services started by the tests. Two pytest-xdist
+## workers: the Airflow stack's tests on one, everything else on the other (see conftest.py).
+TEST_WORKERS ?= 2
 test: venv lint
-	@$(VENV)/bin/pytest dags_unit_tests
+	@$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadgroup dags_unit_tests
 
 ## Unit tests only (no PostgreSQL, S3 or Airflow started): the quick loop while changing code.
 test-fast: venv

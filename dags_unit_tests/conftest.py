@@ -36,11 +36,20 @@ _E2E_FIXTURES = frozenset({"airflow_stack"})
 _INTEGRATION_FIXTURES = frozenset({"test_stack", "postgres", "carte_dsn", "s3_server"})
 
 
+# Under pytest-xdist (`make test`: `-n 2 --dist loadgroup`) each worker is its own session with its own
+# throwaway services; the tests on the Airflow stack form one group, so one worker starts one Airflow
+# while the other runs everything else.
+AIRFLOW_GROUP = "airflow_stack"
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & _E2E_FIXTURES:
+            item.add_marker(pytest.mark.xdist_group(AIRFLOW_GROUP))
         if any(item.get_closest_marker(name) for name in ("unit", "integration", "e2e")):
             continue  # a test that starts services itself says so
-        fixtures = set(getattr(item, "fixturenames", ()))
         if fixtures & _E2E_FIXTURES:
             item.add_marker(pytest.mark.e2e)
         elif fixtures & _INTEGRATION_FIXTURES:
