@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 from fakes import feed_server  # noqa: F401 - pytest fixture
-from fakes.feed_server import FeedServer, GeneratedRows
+from fakes.feed_server import FeedServer
 from fakes.generated import pointsapport_row, pointsapport_row_json, pointsapport_rows
 from qfdmo.feeds import FeedError, HttpClient, RetryPolicy, datafair_dataset_url, download, iter_raw_rows, redact_url
 

@@ -126,8 +126,16 @@ def exec_command(config: StackConfig, command: list[str]) -> int:
     # `bin/airflow … -o json | jq` must get JSON alone.
     ignored = "ignore:Could not import graphviz"
     env["PYTHONWARNINGS"] = ",".join(w for w in (env.get("PYTHONWARNINGS"), ignored) if w)
+    if _asks_for_output_format(command):
+        # Airflow 3.3 moves stdlib log handlers off stdout for `-o` commands, but its structlog
+        # info lines (`dags trigger`: "creating dag run") still land there, before the JSON.
+        env.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
     os.execvpe(command[0], command, env)
     return 127  # not reached
+
+
+def _asks_for_output_format(command: list[str]) -> bool:
+    return any(arg in ("-o", "--output") or arg.startswith(("--output=", "-oj", "-oy")) for arg in command)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,6 +23,11 @@ BUCKETS = (LOGS_BUCKET, DAGS_BUCKET)
 # Development credentials only: printed by `make run`, refused by the images in preprod/prod.
 UI_USER = "airflow"
 UI_PASSWORD = "airflow"
+# LocalExecutor runs every task on the scheduler's machine (the default everywhere); CeleryExecutor
+# (QFDMO_EXECUTOR=celery) adds a Redis broker and CELERY_WORKERS workers to the local stack.
+EXECUTORS = {"local": "LocalExecutor", "celery": "CeleryExecutor"}
+CELERY_WORKERS = 2
+
 # moto accepts any key pair; these are placeholders, not secrets.
 S3_DEV_KEY_ID = "qfdmo-dev"
 S3_DEV_KEY_SECRET = "qfdmo-dev-secret"
@@ -37,6 +42,7 @@ class Ports:
     api: int = 8080
     worker_logs: int = 8793
     trigger_logs: int = 8794
+    broker: int = 6379  # only with QFDMO_EXECUTOR=celery
 
     @classmethod
     def from_env(cls) -> Ports:
@@ -58,6 +64,30 @@ class StackConfig:
     dags_folder: Path = REPO_ROOT / "dags"
     # Throwaway stacks (tests, benchmarks) trade durability for speed.
     ephemeral: bool = False
+    executor: str = "local"  # a key of EXECUTORS
+
+    def __post_init__(self) -> None:
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"QFDMO_EXECUTOR={self.executor!r}: expected one of {', '.join(EXECUTORS)}")
+
+    @property
+    def celery(self) -> bool:
+        return self.executor == "celery"
+
+    def used_ports(self) -> dict[str, int]:
+        """The QFDMO_*_PORT this stack listens on (the broker's only with Celery)."""
+        ports = self.ports.named()
+        if not self.celery:
+            ports.pop("QFDMO_BROKER_PORT")
+        return ports
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.state_dir / "broker"
+
+    @property
+    def broker_url(self) -> str:
+        return f"redis://127.0.0.1:{self.ports.broker}/0"
 
     @property
     def pg_dir(self) -> Path:
@@ -96,6 +126,7 @@ class StackConfig:
             "ports": asdict(self.ports),
             "dags_folder": str(self.dags_folder),
             "ephemeral": self.ephemeral,
+            "executor": self.executor,
         }
         self.config_file.write_text(json.dumps(data, indent=2) + "\n")
 
@@ -103,12 +134,14 @@ class StackConfig:
     def load(cls, state_dir: Path | None = None) -> StackConfig:
         """The stack of QFDMO_STACK_DIR (or .local/): as saved when it started, else from the env."""
         state_dir = Path(state_dir or os.environ.get("QFDMO_STACK_DIR") or DEFAULT_STATE_DIR)
-        config = cls(state_dir=state_dir.resolve(), ports=Ports.from_env())
+        config = cls(state_dir=state_dir.resolve(), ports=Ports.from_env(),
+                     executor=os.environ.get("QFDMO_EXECUTOR") or "local")
         if config.config_file.exists():
             saved = json.loads(config.config_file.read_text())
-            config.ports = Ports(**saved["ports"])
+            config.ports = Ports(**{**asdict(Ports()), **saved["ports"]})
             config.dags_folder = Path(saved["dags_folder"])
             config.ephemeral = saved.get("ephemeral", False)
+            config.executor = saved.get("executor", "local")
         return config
 
     def secret(self, name: str, fernet: bool = False) -> str:
@@ -148,7 +181,7 @@ class StackConfig:
             "AIRFLOW_HOME": str(home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__EXECUTOR": EXECUTORS[self.executor],
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": (
                 f"postgresql+psycopg2://postgres@127.0.0.1:{self.ports.postgres}/airflow"
             ),
@@ -184,6 +217,12 @@ class StackConfig:
             "CELLAR_ADDON_BUCKET": DAGS_BUCKET,
             "SYNC_DAGS_SCRIPT": str(REPO_ROOT / "sync_dags.sh"),
         }
+        if self.celery:
+            env["AIRFLOW__CELERY__BROKER_URL"] = self.broker_url
+            # Results in the metadata database: no second store to run.
+            env["AIRFLOW__CELERY__RESULT_BACKEND"] = (
+                f"db+postgresql://postgres@127.0.0.1:{self.ports.postgres}/airflow")
+            env["AIRFLOW__CELERY__WORKER_CONCURRENCY"] = os.environ.get("QFDMO_WORKER_CONCURRENCY", "2")
         if self.ephemeral:
             # Test stacks: new DAG files are picked up within seconds.
             env["AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL"] = "5"

@@ -9,7 +9,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from devstack.config import BUCKETS, REPO_ROOT, UI_PASSWORD, UI_USER, VENV_BIN, StackConfig
+from devstack import broker
+from devstack.config import BUCKETS, CELERY_WORKERS, REPO_ROOT, UI_PASSWORD, UI_USER, VENV_BIN, StackConfig
 from devstack.postgres import PostgresServer, provision
 from devstack.processes import ProcessGroup, StackError, check_ports_free, http_get, wait_until
 from devstack.s3 import S3Server
@@ -36,6 +37,7 @@ class Stack:
         self.group = ProcessGroup(config.logs_dir)
         self.postgres = PostgresServer(config.pg_dir, config.ports.postgres, ephemeral=config.ephemeral)
         self.s3 = S3Server(config.ports.s3)
+        self.broker = broker.BrokerServer(config.broker_dir, config.ports.broker)
         self.timings: dict[str, float] = {}
 
     @property
@@ -50,11 +52,13 @@ class Stack:
 
     def start(self) -> None:
         """Start everything, or nothing: any failure stops what was already started."""
-        ports = self.config.ports.named()
+        ports = self.config.used_ports()
         if not self.with_airflow:
             ports = {k: v for k, v in ports.items() if k in ("QFDMO_POSTGRES_PORT", "QFDMO_S3_PORT")}
         check_ports_free(ports)
         provision()
+        if self.config.celery and self.with_airflow:
+            broker.provision()
         self.config.save()
         for directory in (self.config.data_dir, self.config.logs_dir, self.config.airflow_home):
             directory.mkdir(parents=True, exist_ok=True)
@@ -68,8 +72,10 @@ class Stack:
 
     def start_airflow(self) -> None:
         """Add Airflow to a stack started without it (test fixtures start it on first use)."""
-        check_ports_free({k: v for k, v in self.config.ports.named().items()
+        check_ports_free({k: v for k, v in self.config.used_ports().items()
                           if k not in ("QFDMO_POSTGRES_PORT", "QFDMO_S3_PORT")})
+        if self.config.celery:
+            broker.provision()
         self.with_airflow = True
         self._start_airflow()
 
@@ -89,6 +95,11 @@ class Stack:
         self._timed("s3", started)
 
     def _start_airflow(self) -> None:
+        if self.config.celery:
+            started = time.monotonic()
+            self.broker.start(self.group)
+            self._record_children()
+            self._timed("broker", started)
         started = time.monotonic()
         env = self.config.airflow_env()
         result = subprocess.run(
@@ -107,9 +118,37 @@ class Stack:
                 # Its log server only matters for deferred tasks' live logs; saves ~150 MB idle.
                 args.append("--skip-serve-logs")
             self.group.start(component, args, env=env, cwd=self.config.airflow_home)
+        for name in self.worker_names():
+            # Task logs go to S3 at the end of each task, so the workers need no log server
+            # (two on one machine would otherwise fight over its port).
+            worker_env = {**env, "QFDMO_WORKER_NAME": name, "PYTHONPATH": str(REPO_ROOT),
+                          "AIRFLOW__CORE__HOSTNAME_CALLABLE": "devstack.worker_identity.hostname"}
+            self.group.start(name, ["airflow", "celery", "worker", "--celery-hostname", f"{name}@%h",
+                                    "--skip-serve-logs"], env=worker_env, cwd=self.config.airflow_home)
         self._record_children()
         wait_until(self.healthy, "every Airflow component to report healthy", timeout=120, group=self.group)
+        if self.config.celery:
+            wait_until(lambda: len(self.live_workers()) == CELERY_WORKERS,
+                       f"{CELERY_WORKERS} Celery workers to answer a ping", timeout=120, group=self.group)
         self._timed("airflow_healthy", started)
+
+    def worker_names(self) -> list[str]:
+        return [f"worker{n}" for n in range(1, CELERY_WORKERS + 1)] if self.config.celery else []
+
+    def live_workers(self) -> list[str]:
+        """Names of the Celery workers answering a broadcast ping (empty without Celery)."""
+        if not self.config.celery:
+            return []
+        from celery import Celery  # lazy: only Celery stacks need it
+
+        app = Celery(broker=self.config.broker_url)
+        try:
+            replies = app.control.ping(timeout=1.0) or []
+        except OSError:
+            return []
+        finally:
+            app.close()
+        return sorted(name for reply in replies for name in reply)
 
     def health(self) -> dict:
         try:
@@ -136,6 +175,8 @@ class Stack:
             f"  Airflow (UI + API) : {c.api_url}   utilisateur {UI_USER} / mot de passe {UI_PASSWORD}",
             f"  PostgreSQL         : 127.0.0.1:{c.ports.postgres} (bases airflow et qfdmo, utilisateur postgres)",
             f"  S3 (moto)          : {c.s3_endpoint_url} (buckets {', '.join(BUCKETS)})",
+            f"  Exécuteur          : {c.executor}"
+            + (f" (broker {c.broker_url}, workers {', '.join(self.worker_names())})" if c.celery else ""),
             f"  DAGs               : {c.dags_folder}",
             f"  Données et journaux: {c.state_dir}",
             "  CLI Airflow        : bin/airflow …",
