@@ -45,8 +45,10 @@ COPY scripts/dags_sync.py /opt/airflow/scripts/dags_sync.py
 COPY --chown=airflow:root dags/ /opt/airflow/dags/
 
 # Fails the build if sync_dags.sh's interpreter (python3 -E -s: no PYTHONPATH, no user site)
-# cannot see boto3.
-RUN python3 -E -s -c "import boto3, airflow.providers.amazon"
+# cannot see boto3. $QFDMO_DATA_DIR exists in the image, owned by airflow, so a volume mounted
+# there (compose) starts with that owner.
+RUN python3 -E -s -c "import boto3, airflow.providers.amazon" \
+    && install -d -o 50000 -g 0 /opt/airflow/data
 
 # 50000:0 is the `airflow` user of the official image (numeric, so platforms that require
 # a non-root UID can verify it).

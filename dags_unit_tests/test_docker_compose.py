@@ -17,6 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 SERVICES: dict[str, dict] = COMPOSE["services"]
 AIRFLOW_SERVICES = ("airflow-init", "airflow-webserver", "airflow-scheduler")
+CELERY_SERVICES = ("valkey", "airflow-worker-1", "airflow-worker-2")
 
 # Variables read somewhere with a working default, that a development stack need not set.
 OPTIONAL_VARIABLES = {
@@ -80,11 +81,27 @@ def test_services_and_profiles() -> None:
         "minio",
         "minio-init",
         *AIRFLOW_SERVICES,
+        *CELERY_SERVICES,
     }
     # Without the profile, only the carte database comes up (what the Django app needs).
     assert {name for name, service in SERVICES.items() if "profiles" not in service} == {"carte-db", "carte-db-init"}
     for name, service in SERVICES.items():
-        assert service.get("profiles", ["airflow"]) == ["airflow"], name
+        expected = ["celery"] if name in CELERY_SERVICES else ["airflow"]
+        assert service.get("profiles", ["airflow"]) == expected, name
+
+
+def test_celery_profile_broker_and_two_workers_from_the_scheduler_image() -> None:
+    for name in ("airflow-worker-1", "airflow-worker-2"):
+        worker = SERVICES[name]
+        assert worker["build"]["dockerfile"] == "airflow-scheduler.Dockerfile"
+        assert worker["command"] == ["worker"]
+        assert worker["hostname"] == name, "the webserver reads running tasks' logs from <hostname>:8793"
+        assert "inspect ping" in " ".join(worker["healthcheck"]["test"])
+        assert worker["depends_on"]["valkey"]["condition"] == "service_healthy"
+    assert "valkey-cli" in SERVICES["valkey"]["healthcheck"]["test"]
+    template = (REPO / "dags" / ".env.template").read_text()
+    assert "AIRFLOW__CORE__EXECUTOR=LocalExecutor" in template, "LocalExecutor stays the default"
+    assert "AIRFLOW__CELERY__BROKER_URL=redis://valkey:6379/0" in template
 
 
 def test_ports_carte_db_6543_ui_8080() -> None:

@@ -344,3 +344,16 @@ def test_protected_environment_refuses_a_passwords_file_with_the_development_cre
     assert "identifiants de développement (airflow/airflow)" in result.stderr
     passwords.write_text(json.dumps({"admin-qfdmo": "Xk9-long-real-pass"}))
     assert run(WEBSERVER, "check", env=env).returncode == 0
+
+
+def test_worker_mode_checks_waits_for_migrations_then_runs_one_celery_worker(fake_env: dict[str, str]) -> None:
+    result = run(SCHEDULER, "worker", env=fake_env)
+    assert result.returncode == 0, result.stderr
+    assert calls(fake_env)[-2:] == ["db check-migrations --migration-wait-timeout 300", "celery worker"]
+    assert not component_pids(fake_env), "a worker machine runs no scheduler, dag-processor or triggerer"
+
+
+def test_worker_mode_refuses_the_template_in_prod(fake_env: dict[str, str]) -> None:
+    result = run(SCHEDULER, "worker", env={**fake_env, **template_env(), "ENVIRONMENT": "prod"})
+    assert result.returncode != 0
+    assert "celery worker" not in calls(fake_env)

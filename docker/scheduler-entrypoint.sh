@@ -6,6 +6,7 @@
 # it; SIGTERM/SIGINT are forwarded to all three.
 #   scheduler-entrypoint.sh          checks, waits for the migrated DB, supervises
 #   scheduler-entrypoint.sh check    checks the environment only
+#   scheduler-entrypoint.sh worker   a Celery worker (CeleryExecutor scale-out) instead of the three
 #   scheduler-entrypoint.sh <cmd>    any other command, run as is
 # HTTP health on port 8080 is the scheduler's own health server (see the Dockerfile).
 set -euo pipefail
@@ -101,6 +102,14 @@ case "${1:-run}" in
         airflow db check-migrations --migration-wait-timeout "${QFDMO_MIGRATION_WAIT:-300}"
         initial_dag_sync
         supervise
+        ;;
+    worker)
+        # A Celery worker machine (CeleryExecutor): same image, same checks, one component.
+        preflight_check || exit 1
+        wait_for_metadata_db
+        airflow db check-migrations --migration-wait-timeout "${QFDMO_MIGRATION_WAIT:-300}"
+        initial_dag_sync
+        exec airflow celery worker
         ;;
     *)
         exec "$@"
