@@ -106,6 +106,8 @@ def test_scheduler_image_serves_health_on_8080_and_ships_the_dag_sync() -> None:
     assert f"sync_dags.sh {sync_script}" in copies
     helper = str(Path(sync_script).parent / "scripts" / "dags_sync.py")
     assert f"scripts/dags_sync.py {helper}" in copies
+    package = str(Path(sync_script).parent / "scripts" / "dags_delivery")
+    assert f"scripts/dags_delivery/ {package}/" in copies
     for args in copies:
         source = args.split()[-2]
         assert (REPO / source).exists(), f"COPY source {source} missing from the repository"
