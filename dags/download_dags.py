@@ -6,17 +6,14 @@ schedules it. In development the DAGs come from the working tree, so the task sk
 
 from __future__ import annotations
 
-import os
 import shlex
 from datetime import datetime, timedelta
 
 from airflow.sdk import dag, task
 
-SYNC_SCRIPT_DEFAULT = "/opt/airflow/sync_dags.sh"
-# One vocabulary everywhere (sync_dags.sh, the images' entrypoints): development, preprod, prod;
-# unset = a developer's machine.
-DEVELOPMENT_ENVIRONMENTS = ("", "development")
-SYNCED_ENVIRONMENTS = ("preprod", "prod")
+# The image's copy of this file is never replaced by a sync, while qfdmo/ comes from the bucket:
+# qfdmo.settings keeps `settings` and `Environment` for it (and says so).
+from qfdmo.settings import settings
 
 
 @dag(
@@ -40,15 +37,14 @@ def download_dags_from_s3() -> None:
     @task.bash(task_display_name="Synchroniser les DAGs (sync_dags.sh)")
     def sync_dags() -> str:
         # Decided at run time, not parse time: the same file ships to every environment.
-        environment = os.environ.get("ENVIRONMENT", "").strip().lower()
-        if environment in DEVELOPMENT_ENVIRONMENTS:
+        # An unknown ENVIRONMENT raises SettingsError, naming the variable and the known words.
+        current = settings()
+        if not current.environment.syncs_dags_from_s3:
             from airflow.sdk.exceptions import AirflowSkipException
 
-            raise AirflowSkipException(f"ENVIRONMENT={environment or 'unset'}: DAGs come from the working tree")
-        if environment not in SYNCED_ENVIRONMENTS:
-            raise ValueError(f"ENVIRONMENT={environment!r} is unknown (expected development, preprod or prod)")
+            raise AirflowSkipException("ENVIRONMENT=development: DAGs come from the working tree")
         # The trailing space stops Airflow from loading a command ending in ".sh" as a Jinja template file.
-        return shlex.quote(os.environ.get("SYNC_DAGS_SCRIPT", SYNC_SCRIPT_DEFAULT)) + " "
+        return shlex.quote(current.sync_dags_script) + " "
 
     sync_dags()
 

@@ -50,6 +50,10 @@ def make_client(endpoint_url: str, key_id: str | None, secret: str | None, worke
         user_agent_extra="qfdmo-dags-sync",
     )
     session = botocore.session.Session()
+    # Timestamps (LastModified...) stay strings: nothing here reads them, and parsing the 1,000
+    # dates of a listing page is most of what botocore spends on a no-op sync's listing (the AWS
+    # CLI turns the parser off the same way). See bench/dags_sync.py.
+    session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=str)
     return session.create_client(
         "s3",
         endpoint_url=endpoint_url,
