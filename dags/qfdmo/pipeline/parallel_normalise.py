@@ -14,7 +14,6 @@ counted on hashes of identifiant_unique across parts).
 
 from __future__ import annotations
 
-import logging
 import math
 import multiprocessing
 import os
@@ -29,8 +28,6 @@ from qfdmo.settings import NORMALISE_PROCESSES, settings
 from qfdmo.sources import NormalisationContext, NormalisationReport, SourceDeclaration
 from qfdmo.sources import normalise as normalise_rows
 from qfdmo.sources.normalisation import ReferenceCodesLike
-
-log = logging.getLogger(__name__)
 
 PROCESSES_ENV = NORMALISE_PROCESSES
 MAX_DEFAULT_PROCESSES = 4
