@@ -6,14 +6,19 @@ schedules it. In development the DAGs come from the working tree, so the task sk
 
 from __future__ import annotations
 
+import os
 import shlex
 from datetime import datetime, timedelta
 
 from airflow.sdk import dag, task
 
-# The image's copy of this file is never replaced by a sync, while qfdmo/ comes from the bucket:
-# qfdmo.settings keeps `settings` and `Environment` for it (and says so).
-from qfdmo.settings import settings
+SYNC_SCRIPT_DEFAULT = "/opt/airflow/sync_dags.sh"
+# ENVIRONMENT's vocabulary is qfdmo.settings.Environment's (unset = a developer's machine). Not
+# imported from there: the image's copy of this file is never replaced by a sync, and it must run
+# in a DAG folder holding nothing else (a first boot, a broken deploy). test_settings.py checks
+# that these words are the same.
+DEVELOPMENT_ENVIRONMENTS = ("", "development")
+SYNCED_ENVIRONMENTS = ("preprod", "prod")
 
 
 @dag(
@@ -37,14 +42,16 @@ def download_dags_from_s3() -> None:
     @task.bash(task_display_name="Synchroniser les DAGs (sync_dags.sh)")
     def sync_dags() -> str:
         # Decided at run time, not parse time: the same file ships to every environment.
-        # An unknown ENVIRONMENT raises SettingsError, naming the variable and the known words.
-        current = settings()
-        if not current.environment.syncs_dags_from_s3:
+        # Exactly the words, as sync_dags.sh and the entrypoints take them ("PROD" is refused there too).
+        environment = os.environ.get("ENVIRONMENT", "")
+        if environment in DEVELOPMENT_ENVIRONMENTS:
             from airflow.sdk.exceptions import AirflowSkipException
 
-            raise AirflowSkipException("ENVIRONMENT=development: DAGs come from the working tree")
+            raise AirflowSkipException(f"ENVIRONMENT={environment or 'unset'}: DAGs come from the working tree")
+        if environment not in SYNCED_ENVIRONMENTS:
+            raise ValueError(f"ENVIRONMENT={environment!r} is unknown (expected development, preprod or prod)")
         # The trailing space stops Airflow from loading a command ending in ".sh" as a Jinja template file.
-        return shlex.quote(current.sync_dags_script) + " "
+        return shlex.quote(os.environ.get("SYNC_DAGS_SCRIPT", SYNC_SCRIPT_DEFAULT)) + " "
 
     sync_dags()
 

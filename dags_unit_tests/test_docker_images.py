@@ -100,14 +100,12 @@ def test_scheduler_image_serves_health_on_8080_and_ships_the_dag_sync() -> None:
     assert "AIRFLOW__CORE__EXECUTOR=LocalExecutor" in env
     copies = [args for keyword, args in pairs if keyword == "COPY"]
     # Where the DAG download_dags_from_s3 looks for the script, and its helper beside it.
-    default = re.search(r'SYNC_SCRIPT_DEFAULT = "([^"]+)"', (REPO / "dags" / "qfdmo" / "settings.py").read_text())
-    assert default, "dags/qfdmo/settings.py no longer declares SYNC_SCRIPT_DEFAULT"
+    default = re.search(r'SYNC_SCRIPT_DEFAULT = "([^"]+)"', (REPO / "dags" / "download_dags.py").read_text())
+    assert default, "dags/download_dags.py no longer declares SYNC_SCRIPT_DEFAULT"
     sync_script = default.group(1)
     assert f"sync_dags.sh {sync_script}" in copies
     helper = str(Path(sync_script).parent / "scripts" / "dags_sync.py")
     assert f"scripts/dags_sync.py {helper}" in copies
-    package = str(Path(sync_script).parent / "scripts" / "dags_delivery")
-    assert f"scripts/dags_delivery/ {package}/" in copies
     for args in copies:
         source = args.split()[-2]
         assert (REPO / source).exists(), f"COPY source {source} missing from the repository"

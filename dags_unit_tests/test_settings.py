@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-from qfdmo.settings import DEFAULT_DATA_DIR, SYNC_SCRIPT_DEFAULT, Environment, Settings, SettingsError, settings
+from qfdmo.settings import DEFAULT_DATA_DIR, Environment, Settings, SettingsError, settings
 
 REPO = Path(__file__).resolve().parents[1]
 WORDS = {e.value for e in Environment}
@@ -18,7 +18,6 @@ def test_defaults_when_nothing_is_set():
         data_dir=DEFAULT_DATA_DIR,
         normalise_processes=None,
         carte_db_dsn=None,
-        sync_dags_script=SYNC_SCRIPT_DEFAULT,
     )
 
 
@@ -29,12 +28,11 @@ def test_values_are_typed():
             "QFDMO_DATA_DIR": "/data",
             "QFDMO_NORMALISE_PROCESSES": " 0 ",
             "CARTE_DB_DSN": "postgresql://x@h/db",
-            "SYNC_DAGS_SCRIPT": "/x/sync_dags.sh",
         }
     )
     assert parsed.environment is Environment.PROD and parsed.environment.syncs_dags_from_s3
     assert parsed.data_dir == Path("/data") and parsed.normalise_processes == 1
-    assert parsed.carte_db_dsn == "postgresql://x@h/db" and parsed.sync_dags_script == "/x/sync_dags.sh"
+    assert parsed.carte_db_dsn == "postgresql://x@h/db"
 
 
 def test_a_process_count_that_is_not_a_number_falls_back_with_a_warning_naming_the_variable(caplog):
@@ -78,6 +76,13 @@ def test_one_environment_vocabulary_everywhere():
     common = (REPO / "docker" / "airflow-common.sh").read_text()
     protected = re.search(r'QFDMO_PROTECTED_ENVIRONMENTS="([^"]*)"', common)
     assert protected and set(protected.group(1).split()) == {e.value for e in Environment if e.syncs_dags_from_s3}
+    # The download DAG (self-contained: it must run in a DAG folder holding nothing else).
+    download = (REPO / "dags" / "download_dags.py").read_text()
+    development = re.search(r"DEVELOPMENT_ENVIRONMENTS = \(([^)]*)\)", download)
+    synced = re.search(r"SYNCED_ENVIRONMENTS = \(([^)]*)\)", download)
+    assert development and synced
+    assert set(re.findall(r'"([^"]*)"', development.group(1))) == {"", Environment.DEVELOPMENT.value}
+    assert set(re.findall(r'"([^"]*)"', synced.group(1))) == {e.value for e in Environment if e.syncs_dags_from_s3}
     # The local stack runs as development unless told otherwise.
     devstack = (REPO / "devstack" / "config.py").read_text()
     assert '"ENVIRONMENT": os.environ.get("ENVIRONMENT", "development")' in devstack

@@ -7,8 +7,8 @@ values: a task process pays for it once, and tests that change a variable see th
 ENVIRONMENT's vocabulary is `Environment`: development (or unset), preprod, prod. The shell
 scripts that cannot import Python (sync_dags.sh, docker/airflow-common.sh) and the local stack
 (devstack/config.py) use the same words; dags_unit_tests/test_settings.py checks that they agree.
-dags/download_dags.py stays the image's copy (a sync never replaces it) and imports `settings`,
-`Environment` and `SettingsError` from here: keep those names.
+dags/download_dags.py must run in a DAG folder that holds nothing else (the image's copy is never
+replaced by a sync): it keeps its own copy of the words, checked by the same test.
 
 (The DAG sync, scripts/dags_delivery/, has its own settings: it runs outside the DAG folder and
 must not import code it publishes.)
@@ -28,8 +28,7 @@ log = logging.getLogger(__name__)
 
 NORMALISE_PROCESSES = "QFDMO_NORMALISE_PROCESSES"
 DEFAULT_DATA_DIR = Path("/opt/airflow/data")  # the containers' volume; the local stack sets QFDMO_DATA_DIR
-SYNC_SCRIPT_DEFAULT = "/opt/airflow/sync_dags.sh"  # where the scheduler image puts it
-_NAMES = ("ENVIRONMENT", "QFDMO_DATA_DIR", NORMALISE_PROCESSES, "CARTE_DB_DSN", "SYNC_DAGS_SCRIPT")
+_NAMES = ("ENVIRONMENT", "QFDMO_DATA_DIR", NORMALISE_PROCESSES, "CARTE_DB_DSN")
 
 
 class SettingsError(ValueError):
@@ -64,7 +63,6 @@ class Settings:
     data_dir: Path = DEFAULT_DATA_DIR
     normalise_processes: int | None = None  # None: as many as the CPUs available (see parallel_normalise)
     carte_db_dsn: str | None = None  # for `python -m qfdmo.carte_db`; the DAGs use their connection
-    sync_dags_script: str = SYNC_SCRIPT_DEFAULT
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -73,7 +71,6 @@ class Settings:
             data_dir=Path(env.get("QFDMO_DATA_DIR") or DEFAULT_DATA_DIR),
             normalise_processes=_processes(env.get(NORMALISE_PROCESSES, "").strip()),
             carte_db_dsn=env.get("CARTE_DB_DSN") or None,
-            sync_dags_script=env.get("SYNC_DAGS_SCRIPT") or SYNC_SCRIPT_DEFAULT,
         )
 
 
