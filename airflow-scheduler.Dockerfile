@@ -37,17 +37,20 @@ ENV AIRFLOW__CORE__EXECUTOR=LocalExecutor \
 # they keep their executable bit from git (no --chmod: it needs BuildKit).
 COPY docker/ /opt/qfdmo/docker/
 # DAG delivery: the DAG download_dags_from_s3 runs /opt/airflow/sync_dags.sh, which finds its
-# helper at scripts/dags_sync.py beside it; both stay outside the DAG folder (which a sync
-# replaces by a symlink to the new release, hence /opt/airflow must stay writable).
+# helper at scripts/dags_sync.py beside it (and the helper its package scripts/dags_delivery/);
+# all stay outside the DAG folder (which a sync replaces by a symlink to the new release, hence
+# /opt/airflow must stay writable).
 COPY sync_dags.sh /opt/airflow/sync_dags.sh
 COPY scripts/dags_sync.py /opt/airflow/scripts/dags_sync.py
+COPY scripts/dags_delivery/ /opt/airflow/scripts/dags_delivery/
 # The DAG folder belongs to airflow: sync_dags.sh mirrors the environment's bucket into it.
 COPY --chown=airflow:root dags/ /opt/airflow/dags/
 
 # Fails the build if sync_dags.sh's interpreter (python3 -E -s: no PYTHONPATH, no user site)
-# cannot see boto3. $QFDMO_DATA_DIR exists in the image, owned by airflow, so a volume mounted
-# there (compose) starts with that owner.
-RUN python3 -E -s -c "import boto3, airflow.providers.amazon" \
+# cannot see botocore or the sync's package. $QFDMO_DATA_DIR exists in the image, owned by
+# airflow, so a volume mounted there (compose) starts with that owner.
+RUN python3 -E -s -c "import botocore.session, airflow.providers.amazon" \
+    && python3 -E -s -c "import sys; sys.path.insert(0, '/opt/airflow/scripts'); import dags_delivery.sync" \
     && install -d -o 50000 -g 0 /opt/airflow/data
 
 # 50000:0 is the `airflow` user of the official image (numeric, so platforms that require

@@ -9,8 +9,9 @@
 #   DAGS_S3_PREFIX               optional key prefix inside the bucket
 #   DAGS_SYNC_MAX_OBJECT_BYTES   objects above this size are refused (default 10 MB)
 #   DAGS_SYNC_RELEASES_DIR       where release trees live (default: .<folder>.releases beside it)
-#   DAGS_SYNC_PYTHON             interpreter with boto3 (default: python3 on PATH)
-# The work is done by scripts/dags_sync.py (kept outside the DAG folder so a sync never touches it).
+#   DAGS_SYNC_PYTHON             interpreter with botocore (default: python3 on PATH)
+# The work is done by scripts/dags_sync.py and its package scripts/dags_delivery/ (kept outside the
+# DAG folder so a sync never touches them).
 # Exit codes: 0 ok, 1 S3/disk failure (last good tree kept), 2 configuration, 3 keys refused,
 # 75 deploy in progress or another sync running (retried by the next run).
 set -euo pipefail

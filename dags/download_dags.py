@@ -13,8 +13,10 @@ from datetime import datetime, timedelta
 from airflow.sdk import dag, task
 
 SYNC_SCRIPT_DEFAULT = "/opt/airflow/sync_dags.sh"
-# One vocabulary everywhere (sync_dags.sh, the images' entrypoints): development, preprod, prod;
-# unset = a developer's machine.
+# ENVIRONMENT's vocabulary is qfdmo.settings.Environment's (unset = a developer's machine). Not
+# imported from there: the image's copy of this file is never replaced by a sync, and it must run
+# in a DAG folder holding nothing else (a first boot, a broken deploy). test_settings.py checks
+# that these words are the same.
 DEVELOPMENT_ENVIRONMENTS = ("", "development")
 SYNCED_ENVIRONMENTS = ("preprod", "prod")
 
@@ -40,7 +42,8 @@ def download_dags_from_s3() -> None:
     @task.bash(task_display_name="Synchroniser les DAGs (sync_dags.sh)")
     def sync_dags() -> str:
         # Decided at run time, not parse time: the same file ships to every environment.
-        environment = os.environ.get("ENVIRONMENT", "").strip().lower()
+        # Exactly the words, as sync_dags.sh and the entrypoints take them ("PROD" is refused there too).
+        environment = os.environ.get("ENVIRONMENT", "")
         if environment in DEVELOPMENT_ENVIRONMENTS:
             from airflow.sdk.exceptions import AirflowSkipException
 

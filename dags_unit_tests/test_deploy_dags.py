@@ -109,10 +109,10 @@ def test_dry_run_changes_nothing(s3_server, bucket, source):
 
 
 def test_manifest_is_written_after_uploads_and_before_deletions(s3_server, bucket, source):
-    """The order that keeps syncs from publishing a mix of two deploys (see deploy_dags.py)."""
+    """The order that keeps syncs from publishing a mix of two deploys (see dags_delivery/deploy.py)."""
     sys.path.insert(0, str(REPO / "scripts"))
     try:
-        import deploy_dags
+        from dags_delivery import deploy as deploy_dags
     finally:
         sys.path.remove(str(REPO / "scripts"))
     client = s3_server.client()

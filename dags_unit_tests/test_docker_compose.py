@@ -31,6 +31,14 @@ OPTIONAL_VARIABLES = {
     "DAGS_SYNC_PROTECTED": "sync: files never touched, sensible default",
     "DAGS_SYNC_RELEASES_DIR": "sync: beside the DAG folder by default",
     "DAGS_SYNC_MAX_OBJECT_BYTES": "sync: 10 MB by default",
+    "DAGS_SYNC_WORKERS": "sync: 16 download threads by default",
+    "DAGS_SYNC_MANIFEST_RETRIES": "sync: 3 retries while a deploy uploads, by default",
+    "DAGS_SYNC_MANIFEST_RETRY_WAIT": "sync: 5 s between those retries by default",
+    **dict.fromkeys(
+        ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "DAGS_BUCKET", "DAGS_SOURCE_DIR")
+        + ("DEPLOY_ID", "GITHUB_SHA", "S3_ENDPOINT_URL"),
+        "deploy (scripts/deploy_dags.sh, CI side): never read by the containers",
+    ),
     "SYNC_DAGS_SCRIPT": "download DAG: /opt/airflow/sync_dags.sh by default",
     "QFDMO_STOP_TIMEOUT": "entrypoint: 30 s grace period by default",
     "QFDMO_DB_WAIT_ATTEMPTS": "entrypoint: 30 attempts by default",
@@ -60,12 +68,14 @@ def referenced_variables() -> set[str]:
     names: set[str] = set()
     python_read = re.compile(
         r"""(?:environ\.get|getenv|env\.get|setdefault)\(\s*"([A-Z_][A-Z0-9_]*)"|"""
-        r"""(?:environ|env)\[\s*"([A-Z_][A-Z0-9_]*)"\s*\]"""
+        r"""(?:environ|env)\[\s*"([A-Z_][A-Z0-9_]*)"\s*\]|"""
+        # the typed readers of dags_delivery/settings.py and qfdmo/settings.py
+        r'\bread\.(?:text|required|number|path|integer)\(\s*"([A-Z_][A-Z0-9_]*)"'
     )
-    for path in [*(REPO / "dags").rglob("*.py"), REPO / "scripts" / "dags_sync.py"]:
+    for path in [*(REPO / "dags").rglob("*.py"), *(REPO / "scripts" / "dags_delivery").glob("*.py")]:
         if path.exists():
             for match in python_read.finditer(path.read_text()):
-                names.add(match.group(1) or match.group(2))
+                names.add(next(name for name in match.groups() if name))
     shell_read = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)(?::?[-?=+])")
     for path in [REPO / "sync_dags.sh", *(REPO / "docker").glob("*.sh")]:
         if path.exists():

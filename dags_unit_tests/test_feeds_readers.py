@@ -138,17 +138,72 @@ def test_redact_url():
     assert redact_url("https://u:p@h.example/x?apikey=abc&size=10") == "https://h.example/x?apikey=***&size=10"
 
 
-def test_retry_after_forms_and_backoff_bounds():
+def test_retry_after_forms_cap_and_backoff_bounds():
     from email.utils import formatdate
 
-    from qfdmo.feeds.http import _retry_after_seconds
+    from urllib3.exceptions import ProtocolError
+    from urllib3.response import HTTPResponse
 
-    assert _retry_after_seconds("7") == 7.0
-    assert 25 <= _retry_after_seconds(formatdate(time.time() + 30, usegmt=True)) <= 30
-    assert _retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
-    assert _retry_after_seconds("soon") is None
-    client = HttpClient(retry=RetryPolicy(backoff_base=0.5, backoff_max=4))
-    assert all(0 <= client._backoff(n) <= min(4, 0.5 * 2 ** (n - 1)) for n in range(1, 8) for _ in range(20))
+    client = HttpClient(retry=RetryPolicy(attempts=10, backoff_factor=0.5, backoff_max=4, backoff_jitter=0.5))
+
+    def retry_after(value: str) -> float | None:
+        return client.retry.get_retry_after(HTTPResponse(headers={"Retry-After": value}))
+
+    assert retry_after("7") == 7
+    assert 25 <= retry_after(formatdate(time.time() + 30, usegmt=True)) <= 30
+    assert retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0
+    assert retry_after("soon") is None  # urllib3 alone raises InvalidHeader: the backoff applies instead
+    assert retry_after("86400") == 120  # urllib3's own cap is 6 hours
+    retry = client.retry
+    for n in range(1, 10):
+        retry = retry.increment("GET", "/lines", error=ProtocolError("cut"))
+        assert all(0 <= retry.get_backoff_time() <= min(4, 0.5 * 2 ** (n - 1)) + 0.5 for _ in range(20))
+
+
+def test_a_huge_retry_after_is_waited_for_at_most_the_cap(tmp_path):
+    waits: list[float] = []
+    with FeedServer() as server:
+        server.set_dataset("eo", [{"id": 1}])
+        server.fail_next(1, status=503, retry_after="86400")
+        result = download("pointsapport", server.datafair_url("eo"), tmp_path, _client(waits))
+    assert waits == [120] and result.retries == 1 and result.requests == 2
+
+
+def test_a_body_cut_mid_transfer_is_retried(tmp_path):
+    import http.server
+    import threading
+
+    served = []
+
+    class CutOnce(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b'{"total": 1, "results": [{"id": "1"}]}'
+            if self.path.startswith("/next"):
+                body = b'{"results": []}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            served.append(self.path)
+            if len(served) == 1:  # half the body, then the connection drops
+                self.wfile.write(body[:10])
+                self.close_connection = True
+                return
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), CutOnce)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    waits: list[float] = []
+    try:
+        client = _client(waits)
+        body = client.get_bytes(f"http://127.0.0.1:{server.server_port}/lines?apikey=s3cr3t")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert body == b'{"total": 1, "results": [{"id": "1"}]}'
+    assert len(served) == 2 and client.retries_made == 1 and client.requests_made == 2
 
 
 def test_a_body_that_is_not_utf8_fails_clearly(tmp_path):

@@ -3,7 +3,7 @@
 # Used by .github/workflows/_deploy.yml; by hand:
 #   AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=... DAGS_BUCKET=preprod-data-dags \
 #     [S3_ENDPOINT_URL=cellar-c2.services.clever-cloud.com] scripts/deploy_dags.sh [--dry-run]
-# See scripts/deploy_dags.py for the upload / manifest / delete order.
+# See scripts/dags_delivery/deploy.py for the upload / manifest / delete order.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
 from qfdmo.carte_db.contract import CONTRACT_PATH, check_contract
 from qfdmo.carte_db.migrate import migrate
+from qfdmo.settings import settings
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m qfdmo.carte_db")
     commands = parser.add_subparsers(dest="command", required=True)
     migrate_cmd = commands.add_parser("migrate", help="apply pending schema migrations, then upsert the reference data")
-    migrate_cmd.add_argument("--dsn", default=os.environ.get("CARTE_DB_DSN"))
+    migrate_cmd.add_argument("--dsn", default=settings().carte_db_dsn)
     migrate_cmd.add_argument("--schema-only", action="store_true", help="do not load the reference data")
     migrate_cmd.add_argument(
         "--platform-only",
@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
         help="only the platform's own schema (preprod/prod, where the webapp's migrations own the qfdmo_ tables)",
     )
     check_cmd = commands.add_parser("check-contract", help="compare the database's tables with webapp_schema.yml")
-    check_cmd.add_argument("--dsn", default=os.environ.get("CARTE_DB_DSN"))
+    check_cmd.add_argument("--dsn", default=settings().carte_db_dsn)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     if not args.dsn:

@@ -14,7 +14,6 @@ counted on hashes of identifiant_unique across parts).
 
 from __future__ import annotations
 
-import logging
 import math
 import multiprocessing
 import os
@@ -25,13 +24,12 @@ from pathlib import Path
 
 from qfdmo.carte_db.staging_format import FILES
 from qfdmo.feeds import iter_raw_rows, page_spans
+from qfdmo.settings import NORMALISE_PROCESSES, settings
 from qfdmo.sources import NormalisationContext, NormalisationReport, SourceDeclaration
 from qfdmo.sources import normalise as normalise_rows
 from qfdmo.sources.normalisation import ReferenceCodesLike
 
-log = logging.getLogger(__name__)
-
-PROCESSES_ENV = "QFDMO_NORMALISE_PROCESSES"
+PROCESSES_ENV = NORMALISE_PROCESSES
 MAX_DEFAULT_PROCESSES = 4
 # Parts per process: the last parts to finish keep every process busy until the end.
 PARTS_PER_PROCESS = 4
@@ -41,12 +39,9 @@ PART_SHIFT = 32  # row numbers of part i start at i << 32 (a part holds far fewe
 def default_processes(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
     """`$QFDMO_NORMALISE_PROCESSES`, else the CPUs this process may use (at most 4): the CPUs it
     may run on, bounded by a container's CPU quota (each worker also costs ~125 MB)."""
-    configured = os.environ.get(PROCESSES_ENV, "").strip()
-    if configured:
-        try:
-            return max(1, int(configured))
-        except ValueError:
-            log.warning("%s=%r is not a number: using the CPU count", PROCESSES_ENV, configured)
+    configured = settings().normalise_processes
+    if configured is not None:
+        return configured
     cpus = len(os.sched_getaffinity(0))
     quota = cgroup_cpu_quota(cgroup_root)
     if quota is not None:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
-DEFAULT_DATA_DIR = "/opt/airflow/data"  # the containers' volume; the local stack sets QFDMO_DATA_DIR
+from qfdmo.settings import settings
 
 
 def data_dir() -> Path:
-    return Path(os.environ.get("QFDMO_DATA_DIR") or DEFAULT_DATA_DIR)
+    return settings().data_dir
 
 
 def _safe(part: str) -> str:
