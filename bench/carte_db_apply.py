@@ -154,7 +154,7 @@ def generate_run(run_dir: Path, count: int, seed: int = 42) -> dict[str, int]:
                     [LABELS[i % len(LABELS)]] if i % 8 == copy else [],
                     ["structure_de_collecte", *(["service_de_reparation"] if "reparer" in actions else [])],
                 )
-                out.write(acteur, links)
+                out.write_values(acteur, links)
         return {
             "acteurs": out.acteurs,
             "propositions": out.propositions,

@@ -53,8 +53,8 @@ def write_run(run_dir: Path, acteurs: list[dict[str, Any]]) -> Path:
     with RunFileWriter(run_dir) as out:
         for number, row in enumerate(acteurs, start=1):
             propositions = [(action, code) for action, codes in row["ps"].items() for code in codes]
-            out.write([number if c == "row_number" else row[c] for c in ACTEUR_COLUMNS],
-                      Links(propositions, row["labels"], row["services"]))
+            out.write_values([number if c == "row_number" else row[c] for c in ACTEUR_COLUMNS],
+                             Links(propositions, row["labels"], row["services"]))
     return run_dir
 
 

@@ -42,8 +42,8 @@ def test_values_become_copy_text():
 
 def test_lines_are_escaped_only_when_needed(tmp_path):
     with RunFileWriter(tmp_path) as out:
-        out.write(_acteur("s_1", "plain", 1, 2.5, None), Links([("trier", "vetement")], ["ess"]))
-        out.write(_acteur("s\t2", "a\\b", 2, None, True), Links([("trier", "vetement"), ("reparer", "a\tb")]))
+        out.write_values(_acteur("s_1", "plain", 1, 2.5, None), Links([("trier", "vetement")], ["ess"]))
+        out.write_values(_acteur("s\t2", "a\\b", 2, None, True), Links([("trier", "vetement"), ("reparer", "a\tb")]))
     acteurs = (tmp_path / ACTEURS_FILE).read_text(encoding="utf-8").splitlines()
     assert acteurs[0].split("\t")[:2] == ["1", "s_1"] and acteurs[0].count(NULL) == 1
     assert acteurs[1].split("\t")[:2] == ["2", "s\\t2"] and "a\\\\b" in acteurs[1]
@@ -51,6 +51,19 @@ def test_lines_are_escaped_only_when_needed(tmp_path):
         "s_1\ttrier\tvetement\ns\\t2\ttrier\tvetement\ns\\t2\treparer\ta\\tb\n")
     assert (tmp_path / LABELS_FILE).read_text(encoding="utf-8") == "s_1\tess\n"
     assert (out.acteurs, out.propositions, out.labels, out.acteur_services) == (2, 3, 1, 0)
+
+
+def test_text_lines_and_any_values_give_the_same_files(tmp_path):
+    """write() (the normaliser's one-line text) and write_values() (anything) write the same bytes."""
+    links = Links([("trier", "vetement")], ["ess"], ["structure_de_collecte"])
+    text = ["back\\slash", "new\nline", "cr\r", "nul\x00", "plain é", NULL]
+    for name, write in (("text", RunFileWriter.write), ("values", RunFileWriter.write_values)):
+        with RunFileWriter(tmp_path / name) as out:
+            for n, nom in enumerate(text):
+                write(out, [copy_text(v) for v in _acteur(f"s_{n}\\", nom, n, 1.5, n % 2 == 0)], links)
+    for name in FILES:
+        assert (tmp_path / "text" / name).read_bytes() == (tmp_path / "values" / name).read_bytes()
+    assert (tmp_path / "text" / ACTEURS_FILE).read_text(encoding="utf-8").count("\n") == len(text)
 
 
 def test_column_contract():
@@ -64,7 +77,7 @@ def test_column_contract():
 def test_postgresql_reads_back_what_was_written(carte_dsn, tmp_path):
     with RunFileWriter(tmp_path) as out:
         for n, (nom, row_number, latitude, rdv) in enumerate(TRICKY):
-            out.write(_acteur(f"id\t{n}\\", nom, row_number, latitude, rdv), Links(labels=[f"label {nom}"]))
+            out.write_values(_acteur(f"id\t{n}\\", nom, row_number, latitude, rdv), Links(labels=[f"label {nom}"]))
     columns = ", ".join(f"{c} {_TYPES.get(c, 'text')}" for c in ACTEUR_COLUMNS)
     with psycopg.connect(carte_dsn) as conn:
         conn.execute(f"CREATE TEMPORARY TABLE a (n serial, {columns})")

@@ -40,7 +40,6 @@ if (PROPOSITION_COLUMNS, LABEL_COLUMNS, ACTEUR_SERVICE_COLUMNS) != (
 ):
     raise ImportError("proposition/label/acteur service columns changed: update Links")
 _IDENTIFIANT = ACTEUR_COLUMNS.index("identifiant_unique")
-_TABS = len(ACTEUR_COLUMNS) - 1
 
 
 def escape(text: str) -> str:
@@ -98,7 +97,7 @@ class RunFileWriter:
     """The four run files of `run_dir`; use as a context manager (or call close()).
 
     >>> with RunFileWriter(run_dir) as out:
-    ...     out.write(acteur_values, Links([("trier", "vetement")], ["ess"], ["structure_de_collecte"]))
+    ...     out.write_values(acteur_values, Links([("trier", "vetement")], ["ess"], ["structure_de_collecte"]))
 
     Counts the lines written: `acteurs`, `propositions`, `labels`, `acteur_services`.
     """
@@ -120,24 +119,28 @@ class RunFileWriter:
             p.append for p in self._pending
         )
 
-    def write(self, acteur: Sequence[object], links: Links = NO_LINKS) -> None:
-        """One acteur (values in ACTEUR_COLUMNS order) and its link lines.
+    def write(self, acteur: Sequence[str], links: Links = NO_LINKS) -> None:
+        """One acteur given as one-line text (values in ACTEUR_COLUMNS order, NULL for a null), and
+        its link lines: what the normaliser gives (rules.text removes control characters).
 
-        A value is text (the string NULL for a null) or None / bool / int / float; text is escaped
-        here, whatever it holds.
+        Backslashes, newlines, carriage returns and NUL are escaped here; a tab inside a value is not
+        looked for (counting them would cost a tenth of the normalisation; stage() would refuse the
+        line, one column too many): values that may hold one go through write_values().
         """
-        values: Sequence[str] = acteur  # type: ignore[assignment]  # checked by the join below
-        try:
-            line = "\t".join(values)
-        except TypeError:  # not all text (tests, benches): the normaliser gives text only
-            values = [copy_text(v) for v in acteur]
-            line = "\t".join(values)
-        identifiant = values[_IDENTIFIANT]
-        # Usual case: nothing to escape, which one C-level scan per special character tells.
-        if (line.count("\\") != values.count(NULL) or line.count("\t") != _TABS or "\n" in line
-                or "\r" in line or "\x00" in line):
-            line = "\t".join([v if v == NULL else escape(v) for v in values])
+        line = "\t".join(acteur)
+        identifiant = acteur[_IDENTIFIANT]
+        # Usual case: nothing to escape, which cheap C-level scans tell.
+        if line.count("\\") != acteur.count(NULL) or "\n" in line or "\r" in line or "\x00" in line:
+            line = "\t".join([v if v == NULL else escape(v) for v in acteur])
             identifiant = escape(identifiant)
+        self._write(line, identifiant, links)
+
+    def write_values(self, acteur: Sequence[object], links: Links = NO_LINKS) -> None:
+        """One acteur given as any values (text, None, bool, int, float), each escaped as needed."""
+        values = [copy_text(v) for v in acteur]
+        self._write("\t".join([v if v == NULL else escape(v) for v in values]), escape(values[_IDENTIFIANT]), links)
+
+    def _write(self, line: str, identifiant: str, links: Links) -> None:
         self._acteur_lines(line)
         self.acteurs += 1
         glue = "\n" + identifiant

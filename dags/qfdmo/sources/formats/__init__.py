@@ -41,10 +41,10 @@ SERVICE_FIELDS = (
 PUBLIC_FIELDS = (
     "public_accueilli", "reprise", "service_a_domicile", "exclusivite_de_reprisereparation", "uniquement_sur_rdv",
 )
-ACTEUR_FIELDS = (
-    "nom_de_lorganisme", "id_point_apport_ou_reparation", "latitudewgs84", "longitudewgs84", "adresse_format_ban",
-    "siret", "siren", "telephone", "email", "site_web", "horaires_douverture", "enseigne_commerciale",
-    "adresse_complement", "description", "horaires_description", "consignes_dacces",
+IDENTITY_FIELDS = ("nom_de_lorganisme", "id_point_apport_ou_reparation", "latitudewgs84", "longitudewgs84")
+DETAIL_FIELDS = (
+    "adresse_format_ban", "siret", "siren", "telephone", "email", "site_web", "horaires_douverture",
+    "enseigne_commerciale", "adresse_complement", "description", "horaires_description", "consignes_dacces",
 )
 # The address of a format without `ban_address`, in three fields instead of adresse_format_ban.
 ADDRESS_FIELDS = ("adresse", "code_postal", "ville")
