@@ -116,7 +116,13 @@ class RowNormaliser:
         assert public is not None
         for warning in public.warnings:
             warnings[warning] += 1
-        latitude, longitude = _location(lat_raw, lon_raw, warnings)
+        latitude: float | None
+        longitude: float | None
+        if type(lat_raw) is float and type(lon_raw) is float and lat_raw and lon_raw \
+                and -90.0 <= lat_raw <= 90.0 and -180.0 <= lon_raw <= 180.0:
+            latitude, longitude = lat_raw, lon_raw  # the common case: JSON numbers
+        else:
+            latitude, longitude = _location(lat_raw, lon_raw, warnings)
         if latitude is None and not services.digital:
             return self._reject(source_codes, ("missing location", f"{lat_raw!r}, {lon_raw!r}"), row_number,
                                 identifier)
@@ -165,7 +171,12 @@ class RowNormaliser:
         (ban, siret_raw, siren_raw, telephone_raw, email_raw, url_raw, horaires_raw, nom_commercial,
          adresse_complement, description, horaires_description, consignes) = map(get, DETAIL_FIELDS)
         text = rules.text
-        adresse, cp, ville = _ban_address(ban, warnings) if self.ban_address else _address_fields(get, warnings)
+        if self.ban_address:
+            adresse, cp, ville, warning = rules.address(ban)
+            if warning:
+                warnings[warning] += 1
+        else:
+            adresse, cp, ville = _address_fields(get, warnings)
         if self.declaration.ignore_siret or not (siret_raw or siren_raw):
             siret = siren = ""
         else:
@@ -219,10 +230,7 @@ class RowNormaliser:
 
 
 def _location(lat_raw: object, lon_raw: object, warnings: Counter[str]) -> tuple[float | None, float | None]:
-    """(latitude, longitude), both None unless both are valid."""
-    if type(lat_raw) is float and type(lon_raw) is float and lat_raw and lon_raw \
-            and -90.0 <= lat_raw <= 90.0 and -180.0 <= lon_raw <= 180.0:
-        return lat_raw, lon_raw  # the common case: JSON numbers
+    """(latitude, longitude) from text or numbers, both None unless both are valid."""
     latitude, warning = rules.coordinate(lat_raw, 90.0)
     if warning:
         warnings[warning] += 1
@@ -232,14 +240,6 @@ def _location(lat_raw: object, lon_raw: object, warnings: Counter[str]) -> tuple
     if latitude is None or longitude is None:
         return None, None
     return latitude, longitude
-
-
-def _ban_address(ban: object, warnings: Counter[str]) -> tuple[str, str, str]:
-    """One BAN address line → (adresse, code_postal, ville)."""
-    adresse, cp, ville, warning = rules.address(ban)
-    if warning:
-        warnings[warning] += 1
-    return adresse, cp, ville
 
 
 def _address_fields(get: Any, warnings: Counter[str]) -> tuple[str, str, str]:
