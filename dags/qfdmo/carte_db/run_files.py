@@ -124,8 +124,9 @@ class RunFileWriter:
         its link lines: what the normaliser gives (rules.text removes control characters).
 
         Backslashes, newlines, carriage returns and NUL are escaped here; a tab inside a value is not
-        looked for (counting them would cost a tenth of the normalisation; stage() would refuse the
-        line, one column too many): values that may hold one go through write_values().
+        looked for (that is one more full scan of every line, measurably slower: README, "Règles de
+        normalisation"; stage() would refuse such a line, one column too many): values that may hold
+        one go through write_values().
         """
         line = "\t".join(acteur)
         identifiant = acteur[_IDENTIFIANT]
