@@ -35,13 +35,8 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "dags"))
 
 from qfdmo.carte_db import apply, drop_staging, migrate, stage
-from qfdmo.carte_db.staging_format import (
-    ACTEUR_SERVICES_FILE,
-    ACTEURS_FILE,
-    LABELS_FILE,
-    PROPOSITIONS_FILE,
-    TsvWriter,
-)
+from qfdmo.carte_db.run_files import Links, RunFileWriter
+from qfdmo.carte_db.staging_format import ACTEURS_FILE
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 # Ratios to the raw COPY measured in the same run (absolute times depend on the machine's load).
@@ -112,12 +107,7 @@ def generate_run(run_dir: Path, count: int, seed: int = 42) -> dict[str, int]:
     """A points d'apport-like run: ~2% duplicate lines (merged in SQL), 1-2 actions, 1-3 sous-catégories."""
     rng = random.Random(seed)
     run_dir.mkdir(parents=True, exist_ok=True)
-    with (
-        TsvWriter(run_dir / ACTEURS_FILE) as acteurs,
-        TsvWriter(run_dir / PROPOSITIONS_FILE) as propositions,
-        TsvWriter(run_dir / LABELS_FILE) as labels,
-        TsvWriter(run_dir / ACTEUR_SERVICES_FILE) as services,
-    ):
+    with RunFileWriter(run_dir) as out:
         row_number = 0
         for i in range(count):
             externe = f"ECO-{i:07d}"
@@ -127,53 +117,49 @@ def generate_run(run_dir: Path, count: int, seed: int = 42) -> dict[str, int]:
             # A few points are delivered twice (one line per filière): merged in SQL.
             for copy in range(2 if i % 50 == 0 else 1):
                 row_number += 1
-                acteurs.write_row(
-                    (
-                        row_number,
-                        identifiant,
-                        externe,
-                        SOURCE,
-                        acteur_type,
-                        f"Point de collecte {i}",
-                        "" if i % 3 else f"Enseigne {i % 997}",
-                        "" if digital else f"{1 + i % 120} rue de la République",
-                        "",
-                        "" if digital else f"{10000 + i % 85000:05d}",
-                        "" if digital else f"Ville {i % 30000}",
-                        f"https://example.org/p/{i}" if i % 4 == 0 else "",
-                        f"contact{i}@example.org" if i % 5 == 0 else "",
-                        f"01{i % 100000000:08d}" if i % 2 == 0 else "",
-                        f"{i % 100000000000000:014d}" if i % 6 == 0 else "",
-                        "",
-                        "Horaires\tet consignes: voir site" if i % 10 == 0 else "",
-                        "Mo-Fr 09:00-18:00" if i % 7 == 0 else "",
-                        "",
-                        "",
-                        "Particuliers",
-                        "1 pour 1" if i % 9 == 0 else "",
-                        None if i % 11 else False,
-                        True if i % 13 == 0 else None,
-                        "SUR_PLACE",
-                        None if digital else round(42.0 + rng.random() * 8.5, 6),
-                        None if digital else round(-4.5 + rng.random() * 12.0, 6),
-                    )
+                acteur = (
+                    row_number,
+                    identifiant,
+                    externe,
+                    SOURCE,
+                    acteur_type,
+                    f"Point de collecte {i}",
+                    "" if i % 3 else f"Enseigne {i % 997}",
+                    "" if digital else f"{1 + i % 120} rue de la République",
+                    "",
+                    "" if digital else f"{10000 + i % 85000:05d}",
+                    "" if digital else f"Ville {i % 30000}",
+                    f"https://example.org/p/{i}" if i % 4 == 0 else "",
+                    f"contact{i}@example.org" if i % 5 == 0 else "",
+                    f"01{i % 100000000:08d}" if i % 2 == 0 else "",
+                    f"{i % 100000000000000:014d}" if i % 6 == 0 else "",
+                    "",
+                    "Horaires\tet consignes: voir site" if i % 10 == 0 else "",
+                    "Mo-Fr 09:00-18:00" if i % 7 == 0 else "",
+                    "",
+                    "",
+                    "Particuliers",
+                    "1 pour 1" if i % 9 == 0 else "",
+                    None if i % 11 else False,
+                    True if i % 13 == 0 else None,
+                    "SUR_PLACE",
+                    None if digital else round(42.0 + rng.random() * 8.5, 6),
+                    None if digital else round(-4.5 + rng.random() * 12.0, 6),
                 )
                 # Like the portal's rows: 1-3 products (1.75 on average), repair at 1 point in 4.
                 actions = ["trier"] + (["reparer"] if i % 4 == 1 else [])
                 products = rng.sample(SOUS_CATEGORIES, (3, 1, 2, 1)[(i + copy) % 4])
-                for action in actions:
-                    for sous_categorie in products:
-                        propositions.write_row((identifiant, action, sous_categorie))
-                if i % 8 == copy:
-                    labels.write_row((identifiant, LABELS[i % len(LABELS)]))
-                services.write_row((identifiant, "structure_de_collecte"))
-                if "reparer" in actions:
-                    services.write_row((identifiant, "service_de_reparation"))
+                links = Links(
+                    [(action, sous_categorie) for action in actions for sous_categorie in products],
+                    [LABELS[i % len(LABELS)]] if i % 8 == copy else [],
+                    ["structure_de_collecte", *(["service_de_reparation"] if "reparer" in actions else [])],
+                )
+                out.write_values(acteur, links)
         return {
-            "acteurs": acteurs.rows,
-            "propositions": propositions.rows,
-            "labels": labels.rows,
-            "services": services.rows,
+            "acteurs": out.acteurs,
+            "propositions": out.propositions,
+            "labels": out.labels,
+            "services": out.acteur_services,
         }
 
 

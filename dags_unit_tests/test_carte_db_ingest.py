@@ -10,14 +10,8 @@ import psycopg
 import pytest
 from qfdmo.carte_db import StagingError, apply, diff, drop_staging, stage
 from qfdmo.carte_db.ingest import WRITTEN_TABLES, _lock_key
-from qfdmo.carte_db.staging_format import (
-    ACTEUR_COLUMNS,
-    ACTEUR_SERVICES_FILE,
-    ACTEURS_FILE,
-    LABELS_FILE,
-    PROPOSITIONS_FILE,
-    TsvWriter,
-)
+from qfdmo.carte_db.run_files import Links, RunFileWriter
+from qfdmo.carte_db.staging_format import ACTEUR_COLUMNS, LABELS_FILE, PROPOSITIONS_FILE
 
 SOURCES = ["refashion"]
 ALL_TABLES = (
@@ -56,22 +50,11 @@ def acteur(n: int, **changes: Any) -> dict[str, Any]:
 
 
 def write_run(run_dir: Path, acteurs: list[dict[str, Any]]) -> Path:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with (
-        TsvWriter(run_dir / ACTEURS_FILE) as a,
-        TsvWriter(run_dir / PROPOSITIONS_FILE) as p,
-        TsvWriter(run_dir / LABELS_FILE) as lab,
-        TsvWriter(run_dir / ACTEUR_SERVICES_FILE) as s,
-    ):
+    with RunFileWriter(run_dir) as out:
         for number, row in enumerate(acteurs, start=1):
-            a.write_row([number if c == "row_number" else row[c] for c in ACTEUR_COLUMNS])
-            for action, sous_categories in row["ps"].items():
-                for code in sous_categories:
-                    p.write_row((row["identifiant_unique"], action, code))
-            for code in row["labels"]:
-                lab.write_row((row["identifiant_unique"], code))
-            for code in row["services"]:
-                s.write_row((row["identifiant_unique"], code))
+            propositions = [(action, code) for action, codes in row["ps"].items() for code in codes]
+            out.write_values([number if c == "row_number" else row[c] for c in ACTEUR_COLUMNS],
+                             Links(propositions, row["labels"], row["services"]))
     return run_dir
 
 

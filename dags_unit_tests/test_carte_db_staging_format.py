@@ -1,17 +1,19 @@
-"""COPY text format writer of the normalised run files: output PostgreSQL reads back unchanged."""
+"""The run files' format and their one writer (run_files.RunFileWriter): what PostgreSQL reads back
+is what was written, whatever the values hold."""
 
 from __future__ import annotations
 
 import psycopg
+from qfdmo.carte_db.run_files import NULL, Links, RunFileWriter, copy_text, escape
 from qfdmo.carte_db.staging_format import (
     ACTEUR_COLUMNS,
+    ACTEURS_FILE,
     FILES,
-    NULL,
-    TsvWriter,
-    escape,
-    format_row,
+    LABELS_FILE,
+    PROPOSITIONS_FILE,
 )
 
+# (nom, row_number, latitude, uniquement_sur_rdv)
 TRICKY = [
     ("plain", 1, 2.5, True),
     ("tab\there", -3, None, False),
@@ -24,14 +26,44 @@ TRICKY = [
     ("nul\x00dropped", 11, 3.0, False),
     ("accents é « » ’ 😀", 12, 4.0, None),
 ]
+_TYPES = {"row_number": "bigint", "latitude": "double precision", "uniquement_sur_rdv": "boolean"}
 
 
-def test_format_row_escapes_like_copy_text():
-    assert format_row(("a\tb", None, True, False, 1, 2.5, "c\\d\ne\rf")) == "a\\tb\t\\N\tt\tf\t1\t2.5\tc\\\\d\\ne\\rf\n"
-    assert escape("x\ty") == "x\\ty" and NULL == "\\N"
-    # Slow path (a value holds one of the fast path's markers) gives the same escaping.
-    assert format_row(("\x01", "a\tb")) == "\x01\ta\\tb\n"
-    assert format_row(("a\x00b", None)) == "ab\t\\N\n"
+def _acteur(identifiant: str, nom: object, row_number: object, latitude: object, rdv: object) -> list[object]:
+    values = {"identifiant_unique": identifiant, "nom": nom, "row_number": row_number, "latitude": latitude,
+              "uniquement_sur_rdv": rdv}
+    return [values.get(c, "") for c in ACTEUR_COLUMNS]
+
+
+def test_values_become_copy_text():
+    assert escape("a\tb\\c\nd\re\x00f") == "a\\tb\\\\c\\nd\\re" + "f" and NULL == "\\N"
+    assert [copy_text(v) for v in ("x", None, True, False, 3, 2.5)] == ["x", NULL, "t", "f", "3", "2.5"]
+
+
+def test_lines_are_escaped_only_when_needed(tmp_path):
+    with RunFileWriter(tmp_path) as out:
+        out.write_values(_acteur("s_1", "plain", 1, 2.5, None), Links([("trier", "vetement")], ["ess"]))
+        out.write_values(_acteur("s\t2", "a\\b", 2, None, True), Links([("trier", "vetement"), ("reparer", "a\tb")]))
+    acteurs = (tmp_path / ACTEURS_FILE).read_text(encoding="utf-8").splitlines()
+    assert acteurs[0].split("\t")[:2] == ["1", "s_1"] and acteurs[0].count(NULL) == 1
+    assert acteurs[1].split("\t")[:2] == ["2", "s\\t2"] and "a\\\\b" in acteurs[1]
+    assert (tmp_path / PROPOSITIONS_FILE).read_text(encoding="utf-8") == (
+        "s_1\ttrier\tvetement\ns\\t2\ttrier\tvetement\ns\\t2\treparer\ta\\tb\n")
+    assert (tmp_path / LABELS_FILE).read_text(encoding="utf-8") == "s_1\tess\n"
+    assert (out.acteurs, out.propositions, out.labels, out.acteur_services) == (2, 3, 1, 0)
+
+
+def test_text_lines_and_any_values_give_the_same_files(tmp_path):
+    """write() (the normaliser's one-line text) and write_values() (anything) write the same bytes."""
+    links = Links([("trier", "vetement")], ["ess"], ["structure_de_collecte"])
+    text = ["back\\slash", "new\nline", "cr\r", "nul\x00", "plain é", NULL]
+    for name, write in (("text", RunFileWriter.write), ("values", RunFileWriter.write_values)):
+        with RunFileWriter(tmp_path / name) as out:
+            for n, nom in enumerate(text):
+                write(out, [copy_text(v) for v in _acteur(f"s_{n}\\", nom, n, 1.5, n % 2 == 0)], links)
+    for name in FILES:
+        assert (tmp_path / "text" / name).read_bytes() == (tmp_path / "values" / name).read_bytes()
+    assert (tmp_path / "text" / ACTEURS_FILE).read_text(encoding="utf-8").count("\n") == len(text)
 
 
 def test_column_contract():
@@ -43,15 +75,18 @@ def test_column_contract():
 
 
 def test_postgresql_reads_back_what_was_written(carte_dsn, tmp_path):
-    path = tmp_path / "rows.tsv"
-    with TsvWriter(path) as writer:
-        for row in TRICKY:
-            writer.write_row(row)
-    assert writer.rows == len(TRICKY)
+    with RunFileWriter(tmp_path) as out:
+        for n, (nom, row_number, latitude, rdv) in enumerate(TRICKY):
+            out.write_values(_acteur(f"id\t{n}\\", nom, row_number, latitude, rdv), Links(labels=[f"label {nom}"]))
+    columns = ", ".join(f"{c} {_TYPES.get(c, 'text')}" for c in ACTEUR_COLUMNS)
     with psycopg.connect(carte_dsn) as conn:
-        conn.execute("CREATE TEMPORARY TABLE t (n serial, s text, i bigint, f double precision, b boolean)")
-        with conn.cursor().copy("COPY t (s, i, f, b) FROM STDIN") as copy:
-            copy.write(path.read_bytes())
-        back = conn.execute("SELECT s, i, f, b FROM t ORDER BY n").fetchall()
-    expected = [(s.replace("\x00", ""), i, f, b) for s, i, f, b in TRICKY]
-    assert back == expected
+        conn.execute(f"CREATE TEMPORARY TABLE a (n serial, {columns})")
+        conn.execute("CREATE TEMPORARY TABLE l (n serial, identifiant_unique text, label_code text)")
+        for table, name, names in (("a", ACTEURS_FILE, ACTEUR_COLUMNS), ("l", LABELS_FILE, FILES[LABELS_FILE])):
+            with conn.cursor().copy(f"COPY {table} ({', '.join(names)}) FROM STDIN") as copy:
+                copy.write((tmp_path / name).read_bytes())
+        back = conn.execute("SELECT identifiant_unique, nom, row_number, latitude, uniquement_sur_rdv FROM a"
+                            " ORDER BY n").fetchall()
+        labels = conn.execute("SELECT identifiant_unique, label_code FROM l ORDER BY n").fetchall()
+    assert back == [(f"id\t{n}\\", nom.replace("\x00", ""), i, f, b) for n, (nom, i, f, b) in enumerate(TRICKY)]
+    assert labels == [(f"id\t{n}\\", f"label {nom}".replace("\x00", "")) for n, (nom, *_) in enumerate(TRICKY)]

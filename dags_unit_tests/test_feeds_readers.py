@@ -11,6 +11,7 @@ from fakes import feed_server  # noqa: F401 - pytest fixture
 from fakes.feed_server import FeedServer
 from fakes.generated import pointsapport_row, pointsapport_row_json, pointsapport_rows
 from qfdmo.feeds import FeedError, HttpClient, RetryPolicy, datafair_dataset_url, download, iter_raw_rows, redact_url
+from qfdmo.feeds.readers import SINOE_NOMENCLATURE_DATASET, read_artisanat, read_datafair
 
 
 def _client(waits: list[float] | None = None, attempts: int = 4) -> HttpClient:
@@ -23,7 +24,7 @@ def test_datafair_follows_next_and_keeps_filters(tmp_path):
         rows = [{"C_SERVICE": str(i), "ANNEE": 2024 if i % 3 else 2023} for i in range(25)]
         server.set_dataset("sinoe", rows)
         url = server.datafair_url("sinoe", size="4", q_mode="simple", ANNEE_eq="2024")
-        result = download("pointsapport", url, tmp_path, _client())
+        result = download(read_datafair, url, tmp_path, _client())
         got = list(iter_raw_rows(tmp_path / "raw.jsonl"))
     expected = [r["C_SERVICE"] for r in rows if r["ANNEE"] == 2024]
     assert [r["C_SERVICE"] for r in got] == expected
@@ -39,7 +40,7 @@ def test_retries_5xx_and_429_with_retry_after_then_succeeds(tmp_path):
         server.set_dataset("eo", [{"id": i} for i in range(30)])
         server.fail_next(2, status=503)
         server.fail_next(1, status=429, retry_after="3")
-        result = download("pointsapport", server.datafair_url("eo", size="10"), tmp_path, _client(waits))
+        result = download(read_datafair, server.datafair_url("eo", size="10"), tmp_path, _client(waits))
     assert result.retries == 3 and result.pages == 3
     assert 3.0 in waits  # Retry-After honoured
     assert all(w <= 3.0 for w in waits)
@@ -50,7 +51,7 @@ def test_final_failure_names_url_without_secret(tmp_path):
         server.set_dataset("eo", [{"id": 1}])
         server.fail_next(10, status=502)
         with pytest.raises(FeedError) as error:
-            download("pointsapport", server.datafair_url("eo", apikey="s3cr3t"), tmp_path, _client(attempts=3))
+            download(read_datafair, server.datafair_url("eo", apikey="s3cr3t"), tmp_path, _client(attempts=3))
     message = str(error.value)
     assert "after 3 attempts" in message and "HTTP 502" in message
     assert "/datasets/eo/lines" in message and "s3cr3t" not in message
@@ -61,13 +62,13 @@ def test_connection_errors_are_retried_then_reported(tmp_path):
         url = server.datafair_url("eo")
     waits: list[float] = []
     with pytest.raises(FeedError, match="ConnectionError"):
-        download("pointsapport", url, tmp_path, _client(waits, attempts=3))
+        download(read_datafair, url, tmp_path, _client(waits, attempts=3))
     assert len(waits) == 2
 
 
 def test_client_error_is_not_retried(feed_server, tmp_path):  # noqa: F811
     with pytest.raises(FeedError, match="HTTP 404"):
-        download("pointsapport", feed_server.datafair_url("no-such-dataset"), tmp_path, _client())
+        download(read_datafair, feed_server.datafair_url("no-such-dataset"), tmp_path, _client())
     assert feed_server.requests_to("no-such-dataset") == 1
 
 
@@ -75,12 +76,12 @@ def test_empty_feed_fails(tmp_path):
     with FeedServer() as server:
         server.set_dataset("eo", [])
         with pytest.raises(FeedError, match="returned no rows"):
-            download("pointsapport", server.datafair_url("eo"), tmp_path, _client())
+            download(read_datafair, server.datafair_url("eo"), tmp_path, _client())
 
 
 def test_artisanat_limit_offset_pages(feed_server, tmp_path):  # noqa: F811
     url = feed_server.explore_url("reparacteurs") + "?limit=500"  # more than the API allows: clipped to 100
-    result = download("artisanat", url, tmp_path, _client())
+    result = download(read_artisanat, url, tmp_path, _client())
     rows = list(iter_raw_rows(tmp_path / "raw.jsonl"))
     assert len(rows) == 230 and result.total == 230 and result.pages == 3
     assert rows[0]["id"] == "1001" and rows[-1]["id"] == "1230"
@@ -89,14 +90,14 @@ def test_artisanat_limit_offset_pages(feed_server, tmp_path):  # noqa: F811
 def test_artisanat_beyond_the_offset_window_reads_the_export(tmp_path):
     with FeedServer() as server:
         server.set_dataset("big", [{"id": str(i)} for i in range(10_150)])
-        download("artisanat", server.explore_url("big"), tmp_path, _client())
+        download(read_artisanat, server.explore_url("big"), tmp_path, _client())
         assert server.requests_to("/exports/json") == 1
     assert [r["id"] for r in iter_raw_rows(tmp_path / "raw.jsonl")] == [str(i) for i in range(10_150)]
 
 
 def test_sinoe_nomenclature_comes_from_the_same_data_fair(feed_server, tmp_path):  # noqa: F811
     url = feed_server.datafair_url("sinoe-(r)-annuaire-des-decheteries-dma", size="10000", ANNEE_eq="2024")
-    result = download("sinoe", url, tmp_path, _client())
+    result = download(read_datafair, url, tmp_path, _client(), nomenclature_dataset=SINOE_NOMENCLATURE_DATASET)
     nomenclature = json.loads((tmp_path / "nomenclature.json").read_text())
     assert nomenclature["01.1"] == "Déchets textiles"
     assert result.total == 9
@@ -122,7 +123,7 @@ def test_streaming_keeps_memory_flat(tmp_path):
             folder.mkdir()
             tracemalloc.start()
             try:
-                result = download("pointsapport", server.datafair_url("eo", size="500"), folder, _client())
+                result = download(read_datafair, server.datafair_url("eo", size="500"), folder, _client())
                 peak = tracemalloc.get_traced_memory()[1]
             finally:
                 tracemalloc.stop()
@@ -165,7 +166,7 @@ def test_a_huge_retry_after_is_waited_for_at_most_the_cap(tmp_path):
     with FeedServer() as server:
         server.set_dataset("eo", [{"id": 1}])
         server.fail_next(1, status=503, retry_after="86400")
-        result = download("pointsapport", server.datafair_url("eo"), tmp_path, _client(waits))
+        result = download(read_datafair, server.datafair_url("eo"), tmp_path, _client(waits))
     assert waits == [120] and result.retries == 1 and result.requests == 2
 
 
@@ -225,7 +226,7 @@ def test_a_body_that_is_not_utf8_fails_clearly(tmp_path):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         with pytest.raises(FeedError, match="not UTF-8"):
-            download("pointsapport", f"http://127.0.0.1:{server.server_port}/lines", tmp_path, _client())
+            download(read_datafair, f"http://127.0.0.1:{server.server_port}/lines", tmp_path, _client())
     finally:
         server.shutdown()
         server.server_close()

@@ -6,7 +6,8 @@ Public API (see each module's docstring):
   webapp_schema.yml, the webapp's tables   (contract.py)
 - ReferenceCodes, load_reference_codes(conn), reference_codes_from_files()   (reference.py)
 - stage(), diff(), apply(), drop_staging(), StageResult, DiffResult, ApplyResult   (ingest.py)
-- column order of the normalised run files and a COPY writer   (staging_format.py)
+- file names and column order of the normalised run files   (staging_format.py)
+- the one writer of those run files, RunFileWriter   (run_files.py)
 """
 
 # Names are imported on first use (PEP 562): importing the staging format or the reference

@@ -185,13 +185,6 @@ def read_sinoe_nomenclature(client: HttpClient, url: str) -> dict[str, str]:
     return nomenclature
 
 
-READERS: dict[str, Callable[[HttpClient, str], FeedPages]] = {
-    "pointsapport": read_datafair,
-    "sinoe": read_datafair,
-    "artisanat": read_artisanat,
-}
-
-
 @dataclass(frozen=True)
 class DownloadResult:
     pages: int
@@ -229,20 +222,20 @@ class FeedDigest:
 
 
 def download(
-    fmt: str,
+    read: Callable[[HttpClient, str], FeedPages],
     url: str,
     run_dir: Path,
     client: HttpClient | None = None,
-    nomenclature_dataset: str = SINOE_NOMENCLATURE_DATASET,
+    nomenclature_dataset: str | None = None,
 ) -> DownloadResult:
-    """Stream the feed to `<run_dir>/raw.jsonl`, one line per page as the API sent it.
+    """Stream the feed (its pages as `read` gives them) to `<run_dir>/raw.jsonl`, one line per page
+    as the API sent it; with `nomenclature_dataset`, that data-fair dataset of the feed's server too,
+    to `<run_dir>/nomenclature.json` (code → label).
 
     Lines are the API's page objects (`{"results": [rows…], …}`), not one row each: re-encoding
     every row would cost more than the whole download. `iter_raw_rows` gives the rows back.
     Memory stays at about one page whatever the feed's size. An empty feed raises FeedError.
     """
-    if fmt not in READERS:
-        raise ValueError(f"unknown feed format {fmt!r} (known: {', '.join(sorted(READERS))})")
     run_dir.mkdir(parents=True, exist_ok=True)
     raw_path = run_dir / "raw.jsonl"
     own_client = client is None
@@ -251,7 +244,7 @@ def download(
     nomenclature_path = None
     digest = FeedDigest()
     try:
-        pages = READERS[fmt](client, url)
+        pages = read(client, url)
         with raw_path.open("wb") as out:
             for line in pages.lines:
                 out.write(line)
@@ -264,7 +257,7 @@ def download(
             raise EmptyFeedError(
                 f"the feed {redact_url(url)} returned no rows: refusing to treat it as 'every acteur left'"
             )
-        if fmt == "sinoe":
+        if nomenclature_dataset is not None:
             nomenclature = read_sinoe_nomenclature(client, datafair_dataset_url(url, nomenclature_dataset))
             nomenclature_file = run_dir / "nomenclature.json"
             nomenclature_file.write_text(json.dumps(nomenclature, ensure_ascii=False), encoding="utf-8")

@@ -26,6 +26,7 @@ from qfdmo.feeds.readers import SINOE_NOMENCLATURE_DATASET
 from qfdmo.pipeline import fingerprint as fp
 from qfdmo.pipeline.parallel_normalise import normalise_feed
 from qfdmo.sources import NormalisationContext, SourceDeclaration
+from qfdmo.sources.formats import feed_format
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +62,14 @@ def download(
 ) -> dict[str, Any]:
     """Fetch the feed (`endpoint_url` or the declared URL) into `<run_dir>/raw.jsonl`.
 
-    For SINOE the nomenclature is read from the same data-fair as the feed, so a local
+    A format that needs a nomenclature (SINOE) reads it from the same data-fair as the feed, so a local
     `endpoint_url` serves both.
     """
     started = time.perf_counter()
     url = endpoint_url or declaration.feed_url
-    result = download_feed(
-        declaration.format, url, run_dir, client, nomenclature_dataset=_nomenclature_dataset(declaration)
-    )
+    feed_kind = feed_format(declaration.format)
+    nomenclature_dataset = _nomenclature_dataset(declaration) if feed_kind.needs_nomenclature else None
+    result = download_feed(feed_kind.read, url, run_dir, client, nomenclature_dataset=nomenclature_dataset)
     # The URL is part of the run's inputs (another endpoint is another feed), hashed so that no
     # credential it may carry travels in XCom.
     feed = hashlib.sha256(url.encode() + b"\0" + result.content_sha256.encode()).hexdigest()

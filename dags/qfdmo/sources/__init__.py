@@ -8,14 +8,14 @@ from __future__ import annotations
 from qfdmo import lazy_exports
 
 _EXPORTS = {
-    "ConfigurationError": "qfdmo.sources.normalisation",
+    "ConfigurationError": "qfdmo.sources.configuration",
     "DeclarationError": "qfdmo.sources.declaration",
     "MappingError": "qfdmo.sources.mapping",
-    "NormalisationContext": "qfdmo.sources.normalisation",
+    "NormalisationContext": "qfdmo.sources.configuration",
     "NormalisationReport": "qfdmo.sources.report",
     "ProductMapping": "qfdmo.sources.mapping",
     "SourceDeclaration": "qfdmo.sources.declaration",
-    "check_configuration": "qfdmo.sources.normalisation",
+    "check_configuration": "qfdmo.sources.configuration",
     "load_declarations": "qfdmo.sources.declaration",
     "load_mapping": "qfdmo.sources.mapping",
     "normalise": "qfdmo.sources.normalisation",

@@ -9,18 +9,16 @@ from __future__ import annotations
 import functools
 import re
 from pathlib import Path
-from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from qfdmo.sources.formats import feed_format
 
 DECLARATIONS_DIR = Path(__file__).parent / "declarations"
 MAPPINGS_DIR = Path(__file__).parent / "mappings"
 
 CODE_PATTERN = r"^[0-9a-z_]+$"
-
-Format = Literal["pointsapport", "artisanat", "sinoe"]
-
 
 class DeclarationError(ValueError):
     """A declaration file is missing a field, has a wrong value, or cannot be read."""
@@ -46,7 +44,7 @@ class SourceDeclaration(BaseModel):
     code: str = Field(pattern=CODE_PATTERN, description="DAG source code; dag_id is source_<code>")
     libelle: str = Field(min_length=1)
     description: str = ""
-    format: Format
+    format: str = Field(description="a module of qfdmo/sources/formats/")
     feed_url: str = Field(pattern=r"^https?://")
     product_mapping: str = Field(pattern=CODE_PATTERN)
     # Either a fixed qfdmo_source code, or a column whose values name the source per row
@@ -61,6 +59,12 @@ class SourceDeclaration(BaseModel):
     nomenclature_url: str | None = Field(default=None, pattern=r"^https?://")
     defaults: Defaults = Defaults()
 
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, name: str) -> str:
+        feed_format(name)  # UnknownFormatError (a ValueError) names the known ones
+        return name
+
     @model_validator(mode="after")
     def _check_source(self) -> SourceDeclaration:
         if (self.source_code is None) == (self.source_code_column is None):
@@ -70,8 +74,8 @@ class SourceDeclaration(BaseModel):
         for code in self.owned_source_codes:
             if not re.match(CODE_PATTERN, code):
                 raise ValueError(f"owned_source_codes: {code!r} is not a valid code")
-        if self.format == "sinoe" and self.nomenclature_url is None:
-            raise ValueError("nomenclature_url is required for format sinoe")
+        if feed_format(self.format).needs_nomenclature and self.nomenclature_url is None:
+            raise ValueError(f"nomenclature_url is required for format {self.format}")
         if not (MAPPINGS_DIR / f"{self.product_mapping}.csv").is_file():
             raise ValueError(f"product_mapping: no file mappings/{self.product_mapping}.csv")
         return self

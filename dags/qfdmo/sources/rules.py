@@ -1,4 +1,4 @@
-"""Field-level normalisation rules (2026 rules of pointsapport-columns.md).
+"""Field-level normalisation rules (2026 rules of pointsapport-columns.md; their words in vocabulary.py).
 
 Each cleaner takes a raw value as the feed returns it (str, number, bool or None) and returns
 the clean value, plus a warning kind when it had to blank or could not understand the value.
@@ -14,7 +14,19 @@ import re
 
 from unidecode import unidecode
 
-NULL_LIKE = frozenset({"null", "none", "nan", "na", "n/a", "non applicable", "aucun", "-"})
+from qfdmo.sources.vocabulary import (
+    A_DOMICILE,
+    ACTEUR_TYPES,
+    COMMERCE,
+    COMMERCE_PREFIX,
+    FALSE_WORDS,
+    NULL_LIKE,
+    PUBLIC_ACCUEILLI,
+    REPRISE,
+    SUR_PLACE_OU_A_DOMICILE,
+    TRUE_WORDS,
+)
+
 _NULL_LIKE_FIRST = frozenset(v[0] for v in NULL_LIKE) | frozenset(v[0].upper() for v in NULL_LIKE)
 
 # Curly quotes and apostrophes seen in partner labels, mapped to their straight forms.
@@ -55,10 +67,6 @@ def text(value: object) -> str:
 
 # --- booleans -------------------------------------------------------------------------------
 
-_TRUE = frozenset({"oui", "yes", "true", "1", "vrai"})
-_FALSE = frozenset({"non", "no", "false", "0", "faux"})
-
-
 def boolean(value: object) -> tuple[bool | None, str | None]:
     """oui/yes/true → True, non/no/false → False, empty → None, other → None + warning."""
     if value is None:
@@ -70,9 +78,9 @@ def boolean(value: object) -> tuple[bool | None, str | None]:
     s = text(value).lower()
     if not s:
         return None, None
-    if s in _TRUE:
+    if s in TRUE_WORDS:
         return True, None
-    if s in _FALSE:
+    if s in FALSE_WORDS:
         return False, None
     return None, "invalid_boolean"
 
@@ -313,45 +321,14 @@ def unaccented_key(value: str) -> str:
     return _SPACES.sub(" ", unidecode(label_key(value)))
 
 
-ACTEUR_TYPES = {
-    "solution en ligne (site web, app. mobile)": "acteur_digital",
-    "artisan, commerce independant": "artisan",
-    "magasin / franchise, enseigne commerciale / distributeur / point de vente": "commerce",
-    "magasin / franchise, enseigne commerciale / distributeur / point de vente / franchise,"
-    " enseigne commerciale / distributeur / point de vente": "commerce",
-    "point d'apport volontaire publique": "pav_public",
-    "point d'apport volontaire public": "pav_public",
-    "point d'apport volontaire prive": "pav_prive",
-    "point d'apport volontaire ephemere / ponctuel": "pav_ponctuel",
-    "association, entreprise de l'economie sociale et solidaire (ess)": "ess",
-    "etablissement de sante": "ets_sante",
-    "decheterie": "decheterie",
-    "plateforme inertes": "plateforme_inertes",
-}
-
-
 @functools.lru_cache(maxsize=1024)
 def acteur_type(value: str) -> str | None:
     """Partner type label → acteur type code (None when unknown)."""
     key = unaccented_key(value)
     code = ACTEUR_TYPES.get(key)
-    if code is None and key.startswith("magasin / franchise, enseigne commerciale / distributeur / point de vente"):
-        # Some partners repeat the last part of the label; any repetition is the same type.
-        code = "commerce"
+    if code is None and key.startswith(COMMERCE_PREFIX):
+        code = COMMERCE
     return code
-
-
-PUBLIC_ACCUEILLI = {
-    "particuliers": "Particuliers",
-    "professionnels": "Professionnels",
-    "particuliers et professionnels": "Particuliers et professionnels",
-    "aucun": "Aucun",
-    # SINOE codes
-    "dma": "Particuliers",
-    "pro": "Professionnels",
-    "dma/pro": "Particuliers et professionnels",
-    "np": "",
-}
 
 
 def public_accueilli(value: object) -> tuple[str, str | None]:
@@ -367,9 +344,6 @@ def public_accueilli(value: object) -> tuple[str, str | None]:
     return found, None
 
 
-REPRISE = {"1 pour 0": "1 pour 0", "1 pour 1": "1 pour 1", "oui": "1 pour 1", "non": "1 pour 0"}
-
-
 def reprise(value: object) -> tuple[str, str | None]:
     s = _SPACES.sub(" ", text(value).lower())
     if not s:
@@ -378,18 +352,14 @@ def reprise(value: object) -> tuple[str, str | None]:
     return (found, None) if found is not None else ("", "invalid_reprise")
 
 
-_A_DOMICILE = frozenset({"service a domicile uniquement", "oui exclusivement"})
-_SUR_PLACE_OU_A_DOMICILE = frozenset({"oui", "service a domicile et en boutique"})
-
-
 def lieu_prestation(value: object) -> str:
     s = text(value)
     if not s:
         return "SUR_PLACE"
     key = unaccented_key(s)
-    if key in _A_DOMICILE:
+    if key in A_DOMICILE:
         return "A_DOMICILE"
-    if key in _SUR_PLACE_OU_A_DOMICILE:
+    if key in SUR_PLACE_OU_A_DOMICILE:
         return "SUR_PLACE_OU_A_DOMICILE"
     return "SUR_PLACE"
 
