@@ -210,6 +210,17 @@ def test_each_format_load_rerun_change_truncate_with_revision(feed_server, carte
     with psycopg.connect(carte_dsn) as conn:
         assert conn.execute("SELECT count(*) FROM qfdmo_acteur WHERE statut <> 'ACTIF'").fetchone()[0] == 0
         assert conn.execute("SELECT row_to_json(r)::text FROM qfdmo_revisionacteur r").fetchall() == revision
+        total = conn.execute("SELECT count(*) FROM qfdmo_acteur").fetchone()[0]
+
+    # Approved (here: a threshold that lets it through): the acteurs gone from the feed are set
+    # SUPPRIME, never deleted, and the revision is still untouched.
+    approved = _run(declaration, url, carte_dsn, tmp_path, "approved", max_share=1.0)
+    assert approved.applied and approved.applied.diff.to_deactivate > 0
+    with psycopg.connect(carte_dsn) as conn:
+        suppressed = conn.execute("SELECT count(*) FROM qfdmo_acteur WHERE statut = 'SUPPRIME'").fetchone()[0]
+        assert suppressed == approved.applied.diff.to_deactivate
+        assert conn.execute("SELECT count(*) FROM qfdmo_acteur").fetchone()[0] == total
+        assert conn.execute("SELECT row_to_json(r)::text FROM qfdmo_revisionacteur r").fetchall() == revision
 
 
 # --- unchanged-feed fast path ---
