@@ -234,20 +234,6 @@ def _radius_search_is_in_metres(dsn: str) -> None:
         assert 0 < len(near) < len(points) and within(1_000) == near
 
 
-def test_failed_run_leaves_the_database_as_it_was_and_keeps_its_files(airflow_stack, feeds):
-    dsn = airflow_stack.carte_dsn
-    dag_id = "source_refashion"
-    before = _snapshot(dsn, ("refashion",))
-    feeds.set_dataset("donnees-eo-refashion", [])
-    empty = dags_test(airflow_stack, dag_id, {"endpoint_url": feeds.datafair_url("donnees-eo-refashion")})
-    assert empty["outcome"] == "not applied: failed at download"
-    assert "returned no rows" in empty["_output"]
-    assert _snapshot(dsn, ("refashion",)) == before
-    assert _carte_events(airflow_stack, dag_id, empty["run_id"]) == []
-    # The teardown ran all the same, and kept the failed run's files for diagnosis.
-    assert _run_folder(airflow_stack, dag_id, empty["run_id"]).is_dir()
-
-
 # --- through the stack's scheduler (under `dags test` a HITL task waits forever) ---
 
 
@@ -283,17 +269,14 @@ def _report(stack, dag_id: str, run_id: str) -> dict:
     return json.loads(report_path(dag_id, run_id, base=_data(stack)).read_text())
 
 
-def _run_all(stack, confs: dict[str, dict]) -> dict[str, dict]:
+def _run_all(stack, confs: dict[str, dict]) -> dict[str, tuple[str, str]]:
     """One run of each DAG, triggered at once (the scheduler runs them side by side); waits for
-    all and returns each run's report."""
+    all and returns each DAG's (run id, final state)."""
     run_ids = {dag_id: _trigger(stack, dag_id, conf) for dag_id, conf in confs.items()}
-    reports = {}
-    for dag_id, run_id in run_ids.items():
-        assert _finished(stack, dag_id, run_id) == "success", (dag_id, run_id)
-        reports[dag_id] = _report(stack, dag_id, run_id)
+    runs = {dag_id: (run_id, _finished(stack, dag_id, run_id)) for dag_id, run_id in run_ids.items()}
     for dag_id in run_ids:
         _api(stack, "PATCH", f"/dags/{dag_id}", {"is_paused": True})
-    return reports
+    return runs
 
 
 def _load_directly(dsn: str, code: str, url: str, work: Path) -> None:
@@ -386,19 +369,37 @@ def _url(feeds: FeedServer, dataset: str, kind: str) -> str:
     return feeds.datafair_url(dataset, size="3")
 
 
-def test_other_formats_first_load_and_change_through_the_scheduler(airflow_stack, feeds):
+def test_other_formats_and_a_failed_run_through_the_scheduler(airflow_stack, feeds):
     dsn = airflow_stack.carte_dsn
     confs = {dag_id: {"endpoint_url": _url(feeds, spec[0], spec[1])} for dag_id, spec in FORMATS.items()}
+    # Beside them, a source whose portal returns nothing: its run fails and leaves the carte as it was.
+    failing = "source_aliapur"
+    feeds.set_dataset("donnees-eo-aliapur", [])
+    before = _snapshot(dsn, ("aliapur",))
 
-    first = _run_all(airflow_stack, confs)
+    first = _run_all(airflow_stack, {**confs, failing: {"endpoint_url": feeds.datafair_url("donnees-eo-aliapur")}})
     for dag_id, (_, _, _, source_codes, expected_new, expected_rejected) in FORMATS.items():
-        report = first[dag_id]
-        assert report["outcome"] == "applied", (dag_id, report)
+        run_id, state = first[dag_id]
+        report = _report(airflow_stack, dag_id, run_id)
+        assert state == "success" and report["outcome"] == "applied", (dag_id, report)
         assert report["counts"]["new"] == expected_new, (dag_id, report["counts"])
         assert report["counts"]["rejected"] == expected_rejected, (dag_id, report["rejections"])
         assert len(_acteurs(dsn, source_codes)) == expected_new
-        [event] = _carte_events(airflow_stack, dag_id, report["run_id"])
+        [event] = _carte_events(airflow_stack, dag_id, run_id)
         assert event["extra"]["new"] == expected_new
+
+    # The failed step fails the run by itself (the report only reports); the teardown still ran,
+    # and kept the failed run's files for diagnosis; no event.
+    run_id, state = first[failing]
+    report = _report(airflow_stack, failing, run_id)
+    assert state == "failed" and report["outcome"] == "not applied: failed at download", report
+    for task_id, task_state in (("download", "failed"), ("check_feed", "upstream_failed"),
+                                ("announce_change", "upstream_failed"), ("report", "success"),
+                                ("cleanup", "success")):
+        assert _task_state(airflow_stack, failing, run_id, task_id) == task_state, task_id
+    assert _snapshot(dsn, ("aliapur",)) == before
+    assert _carte_events(airflow_stack, failing, run_id) == []
+    assert _run_folder(airflow_stack, failing, run_id).is_dir()
 
     # Changed feeds: the partners rename their points.
     for dataset, _, name, *_ in FORMATS.values():
@@ -408,9 +409,9 @@ def test_other_formats_first_load_and_change_through_the_scheduler(airflow_stack
                 row[name] += " (nouveau nom)"
         feeds.set_dataset(dataset, rows)
     changed = _run_all(airflow_stack, confs)
-    for dag_id in FORMATS:
-        report = changed[dag_id]
-        assert report["outcome"] == "applied", (dag_id, report)
+    for dag_id, (run_id, state) in changed.items():
+        report = _report(airflow_stack, dag_id, run_id)
+        assert state == "success" and report["outcome"] == "applied", (dag_id, report)
         assert report["counts"]["changed"] >= 1 and report["counts"]["new"] == 0, (dag_id, report["counts"])
         assert report["counts"]["rows_written"] > 0
-        assert len(_carte_events(airflow_stack, dag_id, report["run_id"])) == 1
+        assert len(_carte_events(airflow_stack, dag_id, run_id)) == 1
