@@ -47,7 +47,7 @@ import psycopg  # noqa: E402
 from psycopg import sql  # noqa: E402
 from qfdmo.carte_db.contract import read_catalog  # noqa: E402
 from qfdmo.carte_db.ingest import WRITTEN_TABLES  # noqa: E402
-from qfdmo.pipeline import apply, download, finish, normalise, stage  # noqa: E402
+from qfdmo.pipeline import apply, check_feed, download, finish, normalise, stage  # noqa: E402
 from qfdmo.pipeline.fingerprint import forget_record  # noqa: E402
 from qfdmo.pipeline.parallel_normalise import default_processes  # noqa: E402
 from qfdmo.sources import load_declarations  # noqa: E402
@@ -88,13 +88,34 @@ def ingest(declaration, url: str, dsn: str, work: Path, name: str) -> dict:
     downloaded = download(declaration, url, run_dir)
     seconds["download"] = time.perf_counter() - started
     mark = time.perf_counter()
-    normalised = normalise(declaration, run_dir, dsn, downloaded)
+    # The steps as the source DAG wires them: an unchanged feed stops at the fast-path decision.
+    checked = check_feed(declaration, run_dir, dsn, downloaded)
+    seconds["check_feed"] = time.perf_counter() - mark
+    if checked.unchanged and checked.previous is not None:
+        previous = checked.previous
+        return {
+            "total": time.perf_counter() - started,
+            "cpu": time.process_time() - cpu_started,
+            "workers_cpu": _children_cpu() - children_started,
+            "seconds": seconds,
+            "rows_read": previous.normalised.rows_read,
+            "acteurs": previous.acteurs,
+            "diff": {"unchanged": previous.acteurs - previous.inactive},
+            "rows_written": 0,
+            "stage_seconds": {},
+            "apply_statements": {},
+            "skipped": True,
+            "run_dir": run_dir,
+            "key": key,
+        }
+    mark = time.perf_counter()
+    normalised = normalise(declaration, run_dir, dsn)
     seconds["normalise"] = time.perf_counter() - mark
     mark = time.perf_counter()
-    staged = stage(declaration, run_dir, key, dsn, max_deactivation_share=0.1, normalised=normalised)
+    staged = stage(declaration, run_dir, key, dsn, max_deactivation_share=0.1)
     seconds["stage"] = time.perf_counter() - mark
     mark = time.perf_counter()
-    applied = apply(declaration, key, dsn, run_dir, staged)
+    applied = apply(declaration, key, dsn, checked, normalised, staged)
     seconds["apply"] = time.perf_counter() - mark
     total = time.perf_counter() - started
     return {
@@ -102,13 +123,13 @@ def ingest(declaration, url: str, dsn: str, work: Path, name: str) -> dict:
         "cpu": time.process_time() - cpu_started,
         "workers_cpu": _children_cpu() - children_started,
         "seconds": seconds,
-        "rows_read": normalised["rows_read"],
-        "acteurs": staged["acteurs"],
-        "diff": staged["diff"],
-        "rows_written": applied["total_rows_written"],
-        "stage_seconds": staged.get("seconds", {}),
-        "apply_statements": applied.get("statement_seconds", {}),
-        "skipped": bool(applied.get("skipped")),
+        "rows_read": normalised.rows_read,
+        "acteurs": staged.acteurs,
+        "diff": staged.diff.to_dict(),
+        "rows_written": applied.total_rows_written,
+        "stage_seconds": staged.seconds,
+        "apply_statements": applied.statement_seconds,
+        "skipped": False,
         "run_dir": run_dir,
         "key": key,
     }

@@ -1,18 +1,27 @@
 """One DAG per source declaration (`dags/qfdmo/sources/declarations/<code>.yaml`): `source_<code>`.
 
-    download -> normalise -> stage_and_diff -> guard ─┬──────────────────────> apply -> report
-                                                      └─> request_approval ──┘
+    download -> check_feed -> normalise -> stage_and_diff -> guard ─┬──────────────────────> apply ─┬─> announce_change
+                                                                    └─> request_approval ──┘        └─> report
+                                                                              (teardown, whatever happened) cleanup
 
+- `check_feed` short-circuits the run when the feed is identical to the last applied one and the
+  source's acteurs are untouched since: normalise, stage, guard and apply are skipped, and the
+  report says "unchanged".
 - The guard asks a human (Airflow's human-in-the-loop ApprovalOperator, showing the run report)
   when the run would set more than `max_deactivation_share` of the source's ACTIF acteurs SUPPRIME;
   Reject, or no answer within `approval_timeout` seconds, applies nothing.
-- `report` runs whatever happened: it logs the run report, writes it to
-  `$QFDMO_DATA_DIR/reports/<dag_id>/<run_id>.json`, drops the staging tables and fails the run if a
-  step failed (the carte DB is then exactly as before: apply is one transaction).
+- `announce_change` emits the CARTE_ACTEURS asset when the apply wrote rows (skipped otherwise:
+  no event on unchanged, rejected or failed runs).
+- `report` runs whatever happened: it logs the run report and writes it to
+  `$QFDMO_DATA_DIR/reports/<dag_id>/<run_id>.json`. A failed step fails the run by itself (the carte
+  DB is then exactly as before: apply is one transaction).
+- `cleanup` (a teardown) drops the run's staging tables and removes its files once the run is
+  settled; a failed run's files are kept for diagnosis.
 - Manual trigger (schedule=None), as upstream: partners publish irregularly, a run may wait a day for
   a human, and every run writes the webapp's database, so starting one stays a deliberate act.
 
-Only the declarations are read at import (local YAML files); everything heavy is imported in tasks.
+Only the declarations are read at import (local YAML files); the task bodies are in
+qfdmo/airflow/source_tasks.py, the work in qfdmo/pipeline/.
 """
 
 from __future__ import annotations
@@ -20,22 +29,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from airflow.sdk import Param, TriggerRule, dag, task
-from qfdmo.airflow.source_tasks import (
-    APPLY,
-    APPROVAL,
-    DECISION_KEY,
-    DOWNLOAD,
-    GUARD,
-    NORMALISE,
-    REPORT,
-    STAGE,
-    SourceApprovalOperator,
-    carte_dsn,
-    fail,
-    failed_step,
-    run_dir,
-)
+from airflow.sdk import Param, TriggerRule, dag, task, teardown
+from qfdmo.airflow import source_tasks as tasks
+from qfdmo.airflow.assets import CARTE_ACTEURS
 from qfdmo.sources import SourceDeclaration, load_declarations
 
 OWNER = "qfdmo-data"
@@ -78,134 +74,63 @@ def build_source_dag(declaration: SourceDeclaration):
         },
     )
     def source_dag() -> None:
-        @task(task_id=DOWNLOAD)
+        @task(task_id=tasks.DOWNLOAD)
         def download(**context: Any) -> dict[str, Any]:
-            from qfdmo.feeds import EmptyFeedError
-            from qfdmo.pipeline import steps
+            return tasks.download(declaration, context)
 
-            try:
-                return steps.download(declaration, context["params"]["endpoint_url"], run_dir(context))
-            except EmptyFeedError as exc:
-                fail(str(exc))
-                raise
+        # Only the direct downstream task is skipped by the short-circuit; the trigger rules then
+        # skip the rest of the chain and still run the report and the cleanup.
+        @task.short_circuit(task_id=tasks.CHECK_FEED, ignore_downstream_trigger_rules=False)
+        def check_feed(downloaded: dict[str, Any], **context: Any) -> bool:
+            return tasks.feed_changed(declaration, downloaded, context)
 
-        @task(task_id=NORMALISE)
-        def normalise(downloaded: dict[str, Any], **context: Any) -> dict[str, Any]:
-            from qfdmo.pipeline import PipelineError, steps
-            from qfdmo.sources import ConfigurationError
+        @task(task_id=tasks.NORMALISE)
+        def normalise(**context: Any) -> dict[str, Any]:
+            return tasks.normalise(declaration, context)
 
-            try:
-                return steps.normalise(declaration, run_dir(context), carte_dsn(), downloaded)
-            except (PipelineError, ConfigurationError) as exc:
-                fail(str(exc))
-                raise
+        @task(task_id=tasks.STAGE)
+        def stage_and_diff(**context: Any) -> dict[str, Any]:
+            return tasks.stage_and_diff(declaration, context)
 
-        @task(task_id=STAGE)
-        def stage_and_diff(normalised: dict[str, Any], **context: Any) -> dict[str, Any]:
-            from qfdmo.carte_db import StagingError
-            from qfdmo.pipeline import build_report, run_key, steps, to_markdown, to_text
-
-            key = run_key(context["dag"].dag_id, context["run_id"])
-            try:
-                staged = steps.stage(
-                    declaration,
-                    run_dir(context),
-                    key,
-                    carte_dsn(),
-                    float(context["params"]["max_deactivation_share"]),
-                    normalised,
-                )
-            except StagingError as exc:
-                fail(str(exc))
-                raise
-            preview = build_report(
-                dag_id=context["dag"].dag_id,
-                run_id=context["run_id"],
-                source=declaration.code,
-                steps={"download": context["ti"].xcom_pull(task_ids=DOWNLOAD), "normalise": normalised,
-                       "stage": staged},
-            )
-            print(to_text(preview))
-            staged["markdown"] = to_markdown(preview)
-            return staged
-
-        @task.branch(task_id=GUARD)
+        @task.branch(task_id=tasks.GUARD)
         def guard(staged: dict[str, Any]) -> str:
-            return APPROVAL if staged["needs_approval"] else APPLY
+            return tasks.guard(staged)
 
-        approval = SourceApprovalOperator(
-            task_id=APPROVAL,
+        approval = tasks.SourceApprovalOperator(
+            task_id=tasks.APPROVAL,
             subject=f"{declaration.dag_id}: apply a run that deactivates many acteurs?",
-            body="{{ ti.xcom_pull(task_ids='" + STAGE + "')['markdown'] }}",
+            body="{{ ti.xcom_pull(task_ids='" + tasks.STAGE + "', key='" + tasks.APPROVAL_BODY_KEY + "') }}",
             defaults="Reject",  # the timeout answers Reject: nothing is applied
             retries=0,
         )
 
-        @task(task_id=APPLY, trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
+        @task(task_id=tasks.APPLY, trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
         def apply(**context: Any) -> dict[str, Any]:
-            from qfdmo.pipeline import run_key, steps
+            return tasks.apply(declaration, context)
 
-            return steps.apply(
-                declaration,
-                run_key(context["dag"].dag_id, context["run_id"]),
-                carte_dsn(),
-                run_dir(context),
-                context["ti"].xcom_pull(task_ids=STAGE),
-            )
+        @task(task_id=tasks.ANNOUNCE, outlets=[CARTE_ACTEURS])
+        def announce_change(applied: dict[str, Any], **context: Any) -> None:
+            tasks.announce_change(declaration, applied, context)
 
-        @task(task_id=REPORT, trigger_rule=TriggerRule.ALL_DONE, retries=0)
+        @task(task_id=tasks.REPORT, trigger_rule=TriggerRule.ALL_DONE, retries=0)
         def report(**context: Any) -> dict[str, Any]:
-            from qfdmo.pipeline import (
-                SETTLED_OUTCOMES,
-                Approval,
-                build_report,
-                report_path,
-                run_key,
-                steps,
-                to_text,
-                write_report,
-            )
+            return tasks.report(declaration, context)
 
-            ti = context["ti"]
-            results = {
-                "download": ti.xcom_pull(task_ids=DOWNLOAD),
-                "normalise": ti.xcom_pull(task_ids=NORMALISE),
-                "stage": ti.xcom_pull(task_ids=STAGE),
-                "apply": ti.xcom_pull(task_ids=APPLY),
-            }
-            answer = Approval.from_xcom(ti.xcom_pull(task_ids=APPROVAL, key=DECISION_KEY))
-            failed = failed_step(results, answer.chosen if answer else None,
-                                 bool(results["stage"] and results["stage"]["needs_approval"]))
-            dag_id, run_id = context["dag"].dag_id, context["run_id"]
-            run_report = build_report(
-                dag_id=dag_id,
-                run_id=run_id,
-                source=declaration.code,
-                steps=results,
-                approval=answer,
-                failed_step=failed,
-                approval_timeout=context["params"]["approval_timeout"],
-            )
-            path = write_report(run_report, report_path(dag_id, run_id))
-            print(to_text(run_report))
-            print(f"Run report written to {path}")
-            steps.finish(
-                run_key(dag_id, run_id),
-                carte_dsn(),
-                run_dir(context),
-                keep_files=run_report["outcome"] not in SETTLED_OUTCOMES,  # a failed run's files help debugging
-            )
-            if failed:
-                fail(f"{dag_id}: {run_report['outcome']} (see the run report above); the carte DB is unchanged")
-            return run_report
+        @teardown
+        @task(task_id=tasks.CLEANUP)
+        def cleanup(**context: Any) -> None:
+            tasks.cleanup(context)
 
-        # TaskFlow calls pass XComArgs, resolved to the typed values when the tasks run.
-        staged = stage_and_diff(normalise(download()))  # type: ignore[arg-type]
+        # TaskFlow calls pass XComArgs, resolved to the values when the tasks run.
+        staged = stage_and_diff()
+        check_feed(download()) >> normalise() >> staged  # type: ignore[arg-type]
         branch = guard(staged)  # type: ignore[arg-type]
         applied = apply()
         branch >> [approval, applied]
         approval >> applied
-        applied >> report()
+        ran = [announce_change(applied), report()]  # type: ignore[arg-type]
+        applied >> ran
+        ran >> cleanup()
 
     return source_dag()
 

@@ -11,10 +11,18 @@ from qfdmo.pipeline import (
     REJECTED,
     SETTLED_OUTCOMES,
     TIMED_OUT,
+    UNCHANGED,
+    Applied,
     Approval,
+    Downloaded,
+    FeedCheck,
+    Normalised,
     PipelineError,
+    RunResults,
+    Staged,
     apply,
     build_report,
+    check_feed,
     download,
     finish,
     needs_approval,
@@ -29,16 +37,16 @@ from qfdmo.pipeline import (
 from qfdmo.sources import load_declarations
 
 
-def _run(declaration, url, dsn, tmp_path, name, max_share=0.1, do_apply=True):
+def _run(declaration, url, dsn, tmp_path, name, max_share=0.1) -> RunResults:
+    """The full path (no fast-path decision): download, normalise, stage, apply unless the guard says no."""
     directory = tmp_path / name
     key = f"test_{name}"
-    steps = {"download": download(declaration, url, directory)}
-    steps["normalise"] = normalise(declaration, directory, dsn)
-    steps["stage"] = stage(declaration, directory, key, dsn, max_share)
-    if do_apply and not steps["stage"]["needs_approval"]:
-        steps["apply"] = apply(declaration, key, dsn)
+    downloaded = download(declaration, url, directory)
+    normalised = normalise(declaration, directory, dsn)
+    staged = stage(declaration, directory, key, dsn, max_share)
+    applied = None if staged.needs_approval else apply(declaration, key, dsn)
     finish(key, dsn, directory, keep_files=False)
-    return steps
+    return RunResults(downloaded=downloaded, normalised=normalised, staged=staged, applied=applied)
 
 
 def _statuts(dsn: str, source: str) -> dict[str, int]:
@@ -72,26 +80,26 @@ def test_refashion_load_rerun_and_truncation(feed_server, carte_dsn, tmp_path): 
     url = feed_server.datafair_url("donnees-eo-refashion", size="5")
 
     first = _run(declaration, url, carte_dsn, tmp_path, "first")
-    assert first["download"]["pages"] == 4
-    normalised = first["normalise"]
-    assert normalised["rows_read"] == 16 and normalised["rows_rejected"] == 3
-    assert sum(normalised["rejections"].values()) >= 3
-    assert first["stage"]["diff"]["new"] == 12 and not first["stage"]["needs_approval"]
-    assert first["apply"]["total_rows_written"] > 0
+    assert first.downloaded and first.downloaded.pages == 4
+    normalised = first.normalised
+    assert normalised and normalised.rows_read == 16 and normalised.rows_rejected == 3
+    assert sum(normalised.rejections.values()) >= 3
+    assert first.staged and first.staged.diff.new == 12 and not first.staged.needs_approval
+    assert first.applied and first.applied.wrote_rows
     assert _statuts(carte_dsn, "refashion") == {"ACTIF": 12}
 
     again = _run(declaration, url, carte_dsn, tmp_path, "again")
-    assert again["stage"]["diff"]["unchanged"] == 12
-    assert again["apply"]["total_rows_written"] == 0
+    assert again.staged and again.staged.diff.unchanged == 12
+    assert again.applied and again.applied.total_rows_written == 0 and not again.applied.wrote_rows
 
     # Half the feed disappears: the guard asks for approval and nothing is written meanwhile.
     feed_server.set_dataset("donnees-eo-refashion", fixture_rows("refashion.json")[6:])
     truncated = _run(declaration, url, carte_dsn, tmp_path, "truncated")
-    assert truncated["stage"]["needs_approval"] and "apply" not in truncated
+    assert truncated.staged and truncated.staged.needs_approval and truncated.applied is None
     assert _statuts(carte_dsn, "refashion") == {"ACTIF": 12}
     # With a looser threshold the same feed applies on its own.
     loose = _run(declaration, url, carte_dsn, tmp_path, "loose", max_share=0.9)
-    assert loose["apply"]["diff"]["to_deactivate"] == 5  # rows 1-6 left, but row 1 is repeated later
+    assert loose.applied and loose.applied.diff.to_deactivate == 5  # rows 1-6 left, but row 1 is repeated later
     assert _statuts(carte_dsn, "refashion") == {"ACTIF": 7, "SUPPRIME": 5}
     with psycopg.connect(carte_dsn) as conn:
         staging = conn.execute(
@@ -110,42 +118,50 @@ def test_every_row_rejected_stops_the_run(feed_server, carte_dsn, tmp_path):  # 
 
 
 def test_report_outcomes_and_rendering(tmp_path):
-    steps = {
-        "download": {"url": "http://x/lines", "pages": 1, "total": 3, "requests": 1, "retries": 0, "seconds": 0.1},
-        "normalise": {
-            "rows_read": 3,
-            "rows_rejected": 1,
-            "rejections": {"no sous-categorie": 1},
-            "rejection_examples": {"no sous-categorie": [{"row": 2, "identifier": "X", "value": ""}]},
-            "unknown_values": {"product": {"objets mystères": 1}},
-            "warnings": {},
-            "seconds": 0.2,
-        },
-        "stage": {
+    run = RunResults(
+        downloaded=Downloaded(url="http://x/lines", feed_sha256="f", pages=1, total=3, bytes=10, requests=1,
+                              retries=0, seconds=0.1),
+        checked=FeedCheck(fingerprint="f", unchanged=False, reason="new input: full path", seconds=0.01),
+        normalised=Normalised(
+            rows_read=3,
+            rows_rejected=1,
+            acteurs_written=2,
+            rejections={"no sous-categorie": 1},
+            rejection_examples={"no sous-categorie": [{"row": 2, "identifier": "X", "value": ""}]},
+            unknown_values={"product": {"objets mystères": 1}},
+            seconds=0.2,
+        ),
+        staged=Staged.from_dict({
+            "run_key": "k",
+            "rows": {"acteurs": 3},
             "acteurs": 2,
             "duplicates_merged": 0,
             "diff": {"new": 0, "changed": 0, "unchanged": 2, "to_deactivate": 8, "active_before": 10,
                      "deactivation_share": 0.8, "inactive": 0, "examples": {"to_deactivate": ["refashion_A"]}},
+            "seconds": {},
             "max_deactivation_share": 0.1,
             "needs_approval": True,
             "seconds_total": 0.3,
-        },
-        "apply": None,
-    }
-    timed_out = build_report(dag_id="source_x", run_id="r1", source="x", steps=steps,
+        }),
+    )
+    # What travels through XCom reads back as the same typed result.
+    assert Staged.from_dict(json.loads(json.dumps(run.staged.to_dict()))) == run.staged
+    with pytest.raises(ValueError, match="needs_approval"):
+        Staged.from_dict({k: v for k, v in run.staged.to_dict().items() if k != "needs_approval"})
+    timed_out = build_report(dag_id="source_x", run_id="r1", source="x", results=run,
                              approval=Approval("Reject", None, timed_out=True), approval_timeout=5)
     assert timed_out["outcome"] == TIMED_OUT and not timed_out["applied"]
-    rejected = build_report(dag_id="source_x", run_id="r1", source="x", steps=steps,
+    rejected = build_report(dag_id="source_x", run_id="r1", source="x", results=run,
                             approval=Approval.from_xcom({"chosen_options": ["Reject"],
                                                          "responded_by_user": {"id": "1", "name": "airflow"}}))
     assert rejected["outcome"] == REJECTED
-    assert {REJECTED, TIMED_OUT} <= set(SETTLED_OUTCOMES)
+    assert {REJECTED, TIMED_OUT, UNCHANGED} <= set(SETTLED_OUTCOMES)
     text = to_text(timed_out)
     assert "NOT APPLIED: TIMED OUT" in text and "no sous-categorie" in text and "objets mystères" in text
     assert "8 of 10 ACTIF acteurs" in to_markdown(timed_out)
     path = write_report(timed_out, tmp_path / "reports" / "r1.json")
     assert json.loads(path.read_text())["counts"]["to_deactivate"] == 8
-    failed = build_report(dag_id="source_x", run_id="r1", source="x", steps={"download": None}, failed_step="download")
+    failed = build_report(dag_id="source_x", run_id="r1", source="x", results=RunResults(), failed_step="download")
     assert failed["outcome"] == "not applied: failed at download"
 
 
@@ -166,8 +182,9 @@ def test_each_format_load_rerun_change_truncate_with_revision(feed_server, carte
     declaration = load_declarations()[code]
     url = make_url(feed_server)
     first = _run(declaration, url, carte_dsn, tmp_path, "first")
-    new = first["stage"]["diff"]["new"]
-    assert new > 0 and first["normalise"]["rows_rejected"] > 0 and first["apply"]["total_rows_written"] > 0
+    assert first.staged and first.normalised and first.applied
+    new = first.staged.diff.new
+    assert new > 0 and first.normalised.rows_rejected > 0 and first.applied.wrote_rows
     with psycopg.connect(carte_dsn) as conn:
         revised = conn.execute("SELECT min(identifiant_unique) FROM qfdmo_acteur").fetchone()[0]
         conn.execute(
@@ -178,35 +195,53 @@ def test_each_format_load_rerun_change_truncate_with_revision(feed_server, carte
         revision = conn.execute("SELECT row_to_json(r)::text FROM qfdmo_revisionacteur r").fetchall()
 
     again = _run(declaration, url, carte_dsn, tmp_path, "again")
-    assert again["stage"]["diff"]["unchanged"] == new and again["apply"]["total_rows_written"] == 0
+    assert again.staged and again.staged.diff.unchanged == new and again.applied
+    assert again.applied.total_rows_written == 0
 
     rows = fixture_rows(fixture)
     rows[0][name_column] = f"{rows[0][name_column]} (nouveau nom)"
     feed_server.set_dataset(dataset, rows)
     changed = _run(declaration, url, carte_dsn, tmp_path, "changed")
-    assert changed["apply"]["diff"]["changed"] >= 1 and changed["apply"]["diff"]["new"] == 0
+    assert changed.applied and changed.applied.diff.changed >= 1 and changed.applied.diff.new == 0
 
     feed_server.set_dataset(dataset, rows[: len(rows) // 3])
     truncated = _run(declaration, url, carte_dsn, tmp_path, "truncated")
-    assert truncated["stage"]["needs_approval"] and "apply" not in truncated
+    assert truncated.staged and truncated.staged.needs_approval and truncated.applied is None
     with psycopg.connect(carte_dsn) as conn:
         assert conn.execute("SELECT count(*) FROM qfdmo_acteur WHERE statut <> 'ACTIF'").fetchone()[0] == 0
         assert conn.execute("SELECT row_to_json(r)::text FROM qfdmo_revisionacteur r").fetchall() == revision
+        total = conn.execute("SELECT count(*) FROM qfdmo_acteur").fetchone()[0]
+
+    # Approved (here: a threshold that lets it through): the acteurs gone from the feed are set
+    # SUPPRIME, never deleted, and the revision is still untouched.
+    approved = _run(declaration, url, carte_dsn, tmp_path, "approved", max_share=1.0)
+    assert approved.applied and approved.applied.diff.to_deactivate > 0
+    with psycopg.connect(carte_dsn) as conn:
+        suppressed = conn.execute("SELECT count(*) FROM qfdmo_acteur WHERE statut = 'SUPPRIME'").fetchone()[0]
+        assert suppressed == approved.applied.diff.to_deactivate
+        assert conn.execute("SELECT count(*) FROM qfdmo_acteur").fetchone()[0] == total
+        assert conn.execute("SELECT row_to_json(r)::text FROM qfdmo_revisionacteur r").fetchall() == revision
 
 
-# --- unchanged-input fast path ---
+# --- unchanged-feed fast path ---
 
 
-def _run_dag_like(declaration, url, dsn, tmp_path, name):
-    """The steps wired as the DAG wires them (download's result to normalise, and so on)."""
+def _run_dag_like(declaration, url, dsn, tmp_path, name) -> RunResults:
+    """The steps as the DAG wires them: the fast-path decision after the download; when it says
+    unchanged, nothing else runs."""
     directory = tmp_path / name
     key = f"test_{name}"
-    steps = {"download": download(declaration, url, directory)}
-    steps["normalise"] = normalise(declaration, directory, dsn, steps["download"])
-    steps["stage"] = stage(declaration, directory, key, dsn, 0.1, steps["normalise"])
-    steps["apply"] = apply(declaration, key, dsn, directory, steps["stage"])
+    downloaded = download(declaration, url, directory)
+    checked = check_feed(declaration, directory, dsn, downloaded)
+    if checked.unchanged:
+        finish(key, dsn, directory, keep_files=False)
+        return RunResults(downloaded=downloaded, checked=checked)
+    normalised = normalise(declaration, directory, dsn)
+    staged = stage(declaration, directory, key, dsn, 0.1)
+    applied = apply(declaration, key, dsn, checked, normalised, staged)
     finish(key, dsn, directory, keep_files=False)
-    return steps
+    return RunResults(downloaded=downloaded, checked=checked, normalised=normalised, staged=staged,
+                      applied=applied)
 
 
 def test_unchanged_feed_skips_normalise_stage_apply(feed_server, carte_dsn, tmp_path):  # noqa: F811
@@ -214,25 +249,27 @@ def test_unchanged_feed_skips_normalise_stage_apply(feed_server, carte_dsn, tmp_
     url = feed_server.datafair_url("donnees-eo-refashion", size="5")
 
     first = _run_dag_like(declaration, url, carte_dsn, tmp_path, "first")
-    assert not first["normalise"].get("skipped") and first["apply"]["total_rows_written"] > 0
+    assert not first.unchanged and first.applied and first.applied.wrote_rows
+    assert first.checked and first.checked.reason == "no applied run recorded: full path"
 
     # Same feed (the `next` cursors may differ: not row content), acteurs untouched: skipped.
     again = _run_dag_like(declaration, url, carte_dsn, tmp_path, "again")
-    assert again["normalise"]["skipped"] and again["stage"]["skipped"] and again["apply"]["skipped"]
-    assert again["apply"]["total_rows_written"] == 0 and not again["stage"]["needs_approval"]
-    assert again["normalise"]["rows_read"] == 16 and again["normalise"]["rows_rejected"] == 3
-    assert again["stage"]["diff"]["unchanged"] == 12 and again["stage"]["diff"]["active_before"] == 12
-    report = build_report(dag_id="source_refashion", run_id="r", source="refashion", steps=again)
+    assert again.unchanged and again.normalised is None and again.staged is None and again.applied is None
+    report = build_report(dag_id="source_refashion", run_id="r", source="refashion", results=again)
+    assert report["outcome"] == UNCHANGED and not report["applied"]
     assert report["skipped"]["reason"] == "unchanged feed: nothing to do"
-    assert report["counts"]["rows_read"] == 16 and report["counts"]["rows_written"] == 0
-    assert report["counts"]["unchanged"] == 12
+    assert report["skipped"]["steps"] == ["normalise", "stage", "guard", "apply"]
+    assert report["counts"]["rows_read"] == 16 and report["counts"]["rejected"] == 3
+    assert report["counts"]["rows_written"] == 0 and report["counts"]["unchanged"] == 12
+    assert report["guard"]["active_before"] == 12 and report["guard"]["needs_approval"] is False
     assert "unchanged feed: nothing to do" in to_text(report)
 
     # Another endpoint URL (same rows) is another input: full path, nothing to write.
     other_url = feed_server.datafair_url("donnees-eo-refashion", size="5", select="*")
     other = _run_dag_like(declaration, other_url, carte_dsn, tmp_path, "other_url")
-    assert not other["normalise"].get("skipped") and other["stage"]["diff"]["unchanged"] == 12
-    assert _run_dag_like(declaration, other_url, carte_dsn, tmp_path, "other_again")["normalise"]["skipped"]
+    assert not other.unchanged and other.staged and other.staged.diff.unchanged == 12
+    assert other.checked and other.checked.reason == "new input: full path"
+    assert _run_dag_like(declaration, other_url, carte_dsn, tmp_path, "other_again").unchanged
 
     # The DB witness changed (someone touched an acteur of the source): full path.
     with psycopg.connect(carte_dsn) as conn:
@@ -242,23 +279,27 @@ def test_unchanged_feed_skips_normalise_stage_apply(feed_server, carte_dsn, tmp_
             " WHERE s.code = 'refashion')"
         )
     touched = _run_dag_like(declaration, other_url, carte_dsn, tmp_path, "touched")
-    assert not touched["normalise"].get("skipped") and touched["stage"]["diff"]["unchanged"] == 12
-    assert _run_dag_like(declaration, other_url, carte_dsn, tmp_path, "touched_again")["normalise"]["skipped"]
+    assert not touched.unchanged and touched.staged and touched.staged.diff.unchanged == 12
+    assert _run_dag_like(declaration, other_url, carte_dsn, tmp_path, "touched_again").unchanged
 
-    # No record (first run of the fast path, table dropped): full path, then recorded again.
+    # No record (or one in an older shape): full path, then recorded again.
+    with psycopg.connect(carte_dsn) as conn:
+        conn.execute("UPDATE qfdmo_platform.applied_feed SET summary = '{\"normalise\": {}}'")
+    older = _run_dag_like(declaration, other_url, carte_dsn, tmp_path, "older")
+    assert not older.unchanged and older.applied and older.applied.total_rows_written == 0
     with psycopg.connect(carte_dsn) as conn:
         conn.execute("DELETE FROM qfdmo_platform.applied_feed")
     missing = _run_dag_like(declaration, other_url, carte_dsn, tmp_path, "missing")
-    assert not missing["normalise"].get("skipped") and missing["apply"]["total_rows_written"] == 0
-    assert _run_dag_like(declaration, other_url, carte_dsn, tmp_path, "missing_again")["normalise"]["skipped"]
+    assert not missing.unchanged and missing.applied and missing.applied.total_rows_written == 0
+    assert _run_dag_like(declaration, other_url, carte_dsn, tmp_path, "missing_again").unchanged
 
     # The feed changed: full path, and the change is applied.
     rows = fixture_rows("refashion.json")
     rows[4]["nom_de_lorganisme"] = "Relais Textile Exempleville Centre"
     feed_server.set_dataset("donnees-eo-refashion", rows)
     changed = _run_dag_like(declaration, other_url, carte_dsn, tmp_path, "changed")
-    assert not changed["normalise"].get("skipped")
-    assert changed["stage"]["diff"]["changed"] == 1 and changed["apply"]["total_rows_written"] > 0
+    assert not changed.unchanged and changed.applied and changed.applied.wrote_rows
+    assert changed.applied.diff.changed == 1
 
 
 def test_rejected_or_unapplied_run_records_nothing(feed_server, carte_dsn, tmp_path):  # noqa: F811
@@ -266,8 +307,17 @@ def test_rejected_or_unapplied_run_records_nothing(feed_server, carte_dsn, tmp_p
     url = feed_server.datafair_url("donnees-eo-refashion", size="5")
     directory = tmp_path / "staged_only"
     downloaded = download(declaration, url, directory)
-    normalised = normalise(declaration, directory, carte_dsn, downloaded)
-    stage(declaration, directory, "test_staged_only", carte_dsn, 0.1, normalised)
+    check_feed(declaration, directory, carte_dsn, downloaded)
+    normalise(declaration, directory, carte_dsn)
+    stage(declaration, directory, "test_staged_only", carte_dsn, 0.1)
     finish("test_staged_only", carte_dsn, directory, keep_files=False)  # never applied
     again = _run_dag_like(declaration, url, carte_dsn, tmp_path, "again")
-    assert not again["normalise"].get("skipped") and again["apply"]["total_rows_written"] > 0
+    assert not again.unchanged and again.applied and again.applied.wrote_rows
+
+
+def test_applied_result_says_whether_rows_were_written():
+    diff = {"new": 0, "changed": 0, "unchanged": 1, "inactive": 0, "to_deactivate": 0, "active_before": 1,
+            "deactivation_share": 0.0}
+    nothing = Applied.from_dict({"diff": diff, "rows_written": {}, "total_rows_written": 0, "seconds": 0.1})
+    assert not nothing.wrote_rows
+    assert Applied.from_dict({**nothing.to_dict(), "total_rows_written": 3}).wrote_rows

@@ -1,7 +1,11 @@
-"""Source DAGs end to end: the real Airflow CLI (`bin/airflow dags test`) and, for the approval
-paths, the running scheduler of the test stack, against the fake portals and the stack's carte DB.
+"""Source DAGs end to end: the real Airflow CLI (`bin/airflow dags test`) and the running scheduler of
+the test stack, against the fake portals and the stack's carte DB.
 
-Scenarios run in sequence inside one test per format to keep the suite's time modest.
+What is proved here, and only here: the task graph as Airflow runs it (the fast-path short-circuit,
+the approval, the teardown, the asset event), and each format once through a DAG. The scenarios
+that do not depend on Airflow (unchanged re-run, truncated feed, revision kept, for every format)
+run on the plain steps in test_pipeline_steps.py, seconds each. The other formats run side by side
+through the scheduler (several DAGs at once) rather than one `dags test` after another.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import json
 import math
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,13 +38,13 @@ def feeds(portals: FeedServer) -> FeedServer:
     return serve_fixtures(portals)
 
 
-def _reports(stack, dag_id: str) -> Path:
-    return Path(stack.env["QFDMO_DATA_DIR"]) / "reports" / dag_id
+def _data(stack) -> Path:
+    return Path(stack.env["QFDMO_DATA_DIR"])
 
 
 def dags_test(stack, dag_id: str, conf: dict, env: dict[str, str] | None = None) -> dict:
     """`bin/airflow dags test DAG -c CONF`; returns the run report the DAG wrote."""
-    folder = _reports(stack, dag_id)
+    folder = _data(stack) / "reports" / dag_id
     before = set(folder.glob("*.json")) if folder.exists() else set()
     result = stack.airflow("dags", "test", dag_id, "-c", json.dumps(conf), env=env, timeout=900)
     created = sorted(set(folder.glob("*.json")) - before, key=lambda p: p.stat().st_mtime)
@@ -71,109 +76,23 @@ def _snapshot(dsn: str, source_codes: tuple[str, ...]) -> list[tuple]:
         ).fetchall()
 
 
-def test_refashion_first_load_rerun_change_revision_and_guard(airflow_stack, feeds):
-    dsn = airflow_stack.carte_dsn
-    url = feeds.datafair_url("donnees-eo-refashion", size="5")
-    conf = {"endpoint_url": url}
+REVISION = "SELECT row_to_json(r)::text FROM qfdmo_revisionacteur r WHERE identifiant_unique = %s"
 
-    # Three pages normalised by two worker processes forked from the task.
-    first = dags_test(airflow_stack, "source_refashion", conf, env={"QFDMO_NORMALISE_PROCESSES": "2"})
-    assert first["outcome"] == "applied", first["_output"][-3000:]
-    assert first["normalise_processes"] == 2
-    assert first["counts"]["new"] == 12 and first["counts"]["rejected"] == 3
-    example_rows = [e["row"] for examples in first["rejection_examples"].values() for e in examples]
-    rows_read = first["counts"]["rows_read"]
-    assert example_rows and all(1 <= row <= rows_read for row in example_rows)  # the feed's own row numbers
-    assert sum(first["rejections"].values()) == 3 and first["rejection_examples"]
-    assert "objets mystères" in json.dumps(first["unknown_values"], ensure_ascii=False).lower()
-    assert set(first["seconds"]) == {"download", "normalise", "stage", "apply"}
-    assert "OUTCOME: APPLIED" in first["_output"]
-    acteurs = _acteurs(dsn, ("refashion",))
-    assert len(acteurs) == 12 and set(acteurs.values()) == {"ACTIF"}
-    assert any(key.endswith("_d") for key in acteurs)  # the online-only acteur
-    _radius_search_is_in_metres(dsn)
 
-    # A human corrected one acteur: the revision must survive every run untouched.
-    revised = sorted(acteurs)[0]
+def _revise(dsn: str, identifiant_unique: str) -> str:
+    """A human corrects one acteur in the webapp; returns the revision row as written."""
     with psycopg.connect(dsn) as conn:
         conn.execute(
             "INSERT INTO qfdmo_revisionacteur (identifiant_unique, nom, public_accueilli, reprise)"
             " VALUES (%s, 'Nom corrigé par l''équipe', '', '')",
-            (revised,),
+            (identifiant_unique,),
         )
-        revision_before = conn.execute(
-            "SELECT row_to_json(r)::text FROM qfdmo_revisionacteur r WHERE identifiant_unique = %s", (revised,)
-        ).fetchone()
+        return conn.execute(REVISION, (identifiant_unique,)).fetchone()[0]
 
-    again = dags_test(airflow_stack, "source_refashion", conf)
-    assert again["outcome"] == "applied"
-    assert again["counts"]["unchanged"] == 12 and again["counts"]["rows_written"] == 0
 
-    # Changed feed: one name corrected by the partner, one point gone (1/12 < 10%: no approval).
-    rows = fixture_rows("refashion.json")
-    rows[4]["nom_de_lorganisme"] = "Relais Textile Exempleville Centre"
-    gone = rows.pop(5)
-    feeds.set_dataset("donnees-eo-refashion", rows)
-    changed = dags_test(airflow_stack, "source_refashion", conf)
-    assert changed["outcome"] == "applied"
-    assert changed["counts"]["changed"] == 1 and changed["counts"]["deactivated"] == 1
-    assert changed["guard"]["needs_approval"] is False
-    statuts = _acteurs(dsn, ("refashion",))
-    assert list(statuts.values()).count("SUPPRIME") == 1
-    assert any(gone["id_point_apport_ou_reparation"] in key for key, s in statuts.items() if s == "SUPPRIME")
-
+def _revision(dsn: str, identifiant_unique: str) -> str:
     with psycopg.connect(dsn) as conn:
-        revision_after = conn.execute(
-            "SELECT row_to_json(r)::text FROM qfdmo_revisionacteur r WHERE identifiant_unique = %s", (revised,)
-        ).fetchone()
-        staging = conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'qfdmo_staging'").fetchone()[0]
-    assert revision_after == revision_before
-    assert staging == 0
-    runs = Path(airflow_stack.env["QFDMO_DATA_DIR"]) / "runs" / "source_refashion"
-    assert not runs.exists() or not any(runs.iterdir()), "run files left after successful runs"
-
-
-def _radius_search_is_in_metres(dsn: str) -> None:
-    """The carte's radius search on what the DAG wrote: ST_DWithin on geography, in metres, finds
-    what a great-circle distance computed here finds (the feed's points lie within 3 km of Grenoble)."""
-    with psycopg.connect(dsn) as conn:
-        points = conn.execute(
-            "SELECT identifiant_unique, ST_Y(location::geometry), ST_X(location::geometry) FROM qfdmo_acteur"
-            " WHERE location IS NOT NULL"
-        ).fetchall()
-        center_lat, center_lon = 45.181, 5.721
-
-        def within(metres: int, lat: float = center_lat, lon: float = center_lon) -> set[str]:
-            rows = conn.execute(
-                "SELECT identifiant_unique FROM qfdmo_acteur"
-                " WHERE ST_DWithin(location, ST_MakePoint(%s, %s)::geography, %s)",
-                (lon, lat, metres),
-            ).fetchall()
-            return {name for (name,) in rows}
-
-        def haversine(lat: float, lon: float) -> float:
-            p1, p2 = math.radians(center_lat), math.radians(lat)
-            dp, dl = p2 - p1, math.radians(lon - center_lon)
-            a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-            return 2 * 6_371_000 * math.asin(math.sqrt(a))
-
-        assert within(10_000) == {name for name, _, _ in points}
-        assert within(10_000, lat=48.8566, lon=2.3522) == set()  # Paris: 480 km away
-        near = {name for name, lat, lon in points if haversine(lat, lon) < 1_000}
-        assert 0 < len(near) < len(points) and within(1_000) == near
-
-
-def test_failed_run_leaves_the_database_as_it_was(airflow_stack, feeds):
-    dsn = airflow_stack.carte_dsn
-    before = _snapshot(dsn, ("refashion",))
-    feeds.set_dataset("donnees-eo-refashion", [])
-    empty = dags_test(airflow_stack, "source_refashion", {"endpoint_url": feeds.datafair_url("donnees-eo-refashion")})
-    assert empty["outcome"] == "not applied: failed at download"
-    assert "returned no rows" in empty["_output"]
-    assert _snapshot(dsn, ("refashion",)) == before
-
-
-# --- approval paths: through the stack's scheduler (under `dags test` a HITL task waits forever) ---
+        return conn.execute(REVISION, (identifiant_unique,)).fetchone()[0]
 
 
 _TOKENS: dict[str, str] = {}
@@ -206,6 +125,118 @@ def _api(stack, method: str, path: str, body: dict | None = None, attempts: int 
     raise AssertionError("unreachable")
 
 
+def _carte_events(stack, dag_id: str, run_id: str) -> list[dict]:
+    """The CARTE_ACTEURS asset events a run emitted (read back through the REST API)."""
+    from qfdmo.airflow.assets import CARTE_ACTEURS
+
+    query = urllib.parse.urlencode({"source_dag_id": dag_id, "source_run_id": run_id})
+    events = _api(stack, "GET", f"/assets/events?{query}")["asset_events"]
+    return [event for event in events if event["name"] == CARTE_ACTEURS.name]
+
+
+def _run_folder(stack, dag_id: str, run_id: str) -> Path:
+    from qfdmo.pipeline.paths import run_dir
+
+    return run_dir(dag_id, run_id, base=_data(stack))
+
+
+def test_refashion_first_load_unchanged_rerun_change_and_revision(airflow_stack, feeds):
+    dsn = airflow_stack.carte_dsn
+    dag_id = "source_refashion"
+    url = feeds.datafair_url("donnees-eo-refashion", size="5")
+    conf = {"endpoint_url": url}
+
+    # Three pages normalised by two worker processes forked from the task.
+    first = dags_test(airflow_stack, dag_id, conf, env={"QFDMO_NORMALISE_PROCESSES": "2"})
+    assert first["outcome"] == "applied", first["_output"][-3000:]
+    assert first["normalise_processes"] == 2
+    assert first["counts"]["new"] == 12 and first["counts"]["rejected"] == 3
+    example_rows = [e["row"] for examples in first["rejection_examples"].values() for e in examples]
+    rows_read = first["counts"]["rows_read"]
+    assert example_rows and all(1 <= row <= rows_read for row in example_rows)  # the feed's own row numbers
+    assert sum(first["rejections"].values()) == 3 and first["rejection_examples"]
+    assert "objets mystères" in json.dumps(first["unknown_values"], ensure_ascii=False).lower()
+    assert set(first["seconds"]) == {"download", "check_feed", "normalise", "stage", "apply"}
+    assert "OUTCOME: APPLIED" in first["_output"]
+    acteurs = _acteurs(dsn, ("refashion",))
+    assert len(acteurs) == 12 and set(acteurs.values()) == {"ACTIF"}
+    assert any(key.endswith("_d") for key in acteurs)  # the online-only acteur
+    _radius_search_is_in_metres(dsn)
+    # The run wrote rows: the carte's acteurs changed, announced to whatever derives from them.
+    [event] = _carte_events(airflow_stack, dag_id, first["run_id"])
+    assert event["source_task_id"] == "announce_change"
+    assert event["extra"]["source"] == "refashion" and event["extra"]["new"] == 12
+
+    # A human corrected one acteur: the revision must survive every run untouched.
+    revised = sorted(acteurs)[0]
+    revision = _revise(dsn, revised)
+
+    # The same feed again: the short-circuit skips normalise..apply, the report says so, no event.
+    again = dags_test(airflow_stack, dag_id, conf)
+    assert again["outcome"] == "unchanged", again["_output"][-3000:]
+    assert again["skipped"]["steps"] == ["normalise", "stage", "guard", "apply"]
+    assert again["counts"]["unchanged"] == 12 and again["counts"]["rows_written"] == 0
+    assert set(again["seconds"]) == {"download", "check_feed"}
+    assert "OUTCOME: UNCHANGED" in again["_output"]
+    assert _carte_events(airflow_stack, dag_id, again["run_id"]) == []
+
+    # Changed feed: one name corrected by the partner, one point gone (1/12 < 10%: no approval).
+    rows = fixture_rows("refashion.json")
+    rows[4]["nom_de_lorganisme"] = "Relais Textile Exempleville Centre"
+    gone = rows.pop(5)
+    feeds.set_dataset("donnees-eo-refashion", rows)
+    changed = dags_test(airflow_stack, dag_id, conf)
+    assert changed["outcome"] == "applied"
+    assert changed["counts"]["changed"] == 1 and changed["counts"]["deactivated"] == 1
+    assert changed["guard"]["needs_approval"] is False
+    statuts = _acteurs(dsn, ("refashion",))
+    assert list(statuts.values()).count("SUPPRIME") == 1
+    assert any(gone["id_point_apport_ou_reparation"] in key for key, s in statuts.items() if s == "SUPPRIME")
+    [event] = _carte_events(airflow_stack, dag_id, changed["run_id"])
+    assert event["extra"]["changed"] == 1 and event["extra"]["deactivated"] == 1
+
+    assert _revision(dsn, revised) == revision
+    with psycopg.connect(dsn) as conn:
+        staging = conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'qfdmo_staging'").fetchone()[0]
+    assert staging == 0
+    # The cleanup teardown removed the files of every settled run (applied, unchanged).
+    for report in (first, again, changed):
+        assert not _run_folder(airflow_stack, dag_id, report["run_id"]).exists()
+
+
+def _radius_search_is_in_metres(dsn: str) -> None:
+    """The carte's radius search on what the DAG wrote: ST_DWithin on geography, in metres, finds
+    what a great-circle distance computed here finds (the feed's points lie within 3 km of Grenoble)."""
+    with psycopg.connect(dsn) as conn:
+        points = conn.execute(
+            "SELECT identifiant_unique, ST_Y(location::geometry), ST_X(location::geometry) FROM qfdmo_acteur"
+            " WHERE location IS NOT NULL"
+        ).fetchall()
+        center_lat, center_lon = 45.181, 5.721
+
+        def within(metres: int, lat: float = center_lat, lon: float = center_lon) -> set[str]:
+            rows = conn.execute(
+                "SELECT identifiant_unique FROM qfdmo_acteur"
+                " WHERE ST_DWithin(location, ST_MakePoint(%s, %s)::geography, %s)",
+                (lon, lat, metres),
+            ).fetchall()
+            return {name for (name,) in rows}
+
+        def haversine(lat: float, lon: float) -> float:
+            p1, p2 = math.radians(center_lat), math.radians(lat)
+            dp, dl = p2 - p1, math.radians(lon - center_lon)
+            a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+            return 2 * 6_371_000 * math.asin(math.sqrt(a))
+
+        assert within(10_000) == {name for name, _, _ in points}
+        assert within(10_000, lat=48.8566, lon=2.3522) == set()  # Paris: 480 km away
+        near = {name for name, lat, lon in points if haversine(lat, lon) < 1_000}
+        assert 0 < len(near) < len(points) and within(1_000) == near
+
+
+# --- through the stack's scheduler (under `dags test` a HITL task waits forever) ---
+
+
 def _trigger(stack, dag_id: str, conf: dict) -> str:
     def dag_known():
         try:
@@ -213,7 +244,7 @@ def _trigger(stack, dag_id: str, conf: dict) -> str:
         except urllib.error.HTTPError:
             return None
 
-    wait_until(dag_known, f"{dag_id} to be parsed", 120, interval=3)
+    wait_until(dag_known, f"{dag_id} to be parsed", 120, interval=1)
     _api(stack, "PATCH", f"/dags/{dag_id}", {"is_paused": False})
     run = _api(stack, "POST", f"/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf})
     return run["dag_run_id"]
@@ -228,25 +259,63 @@ def _finished(stack, dag_id: str, run_id: str, timeout: float = 600) -> str:
         lambda: (s := _api(stack, "GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"]) in ("success", "failed") and s,
         f"{dag_id} {run_id} to finish",
         timeout,
-        interval=3,
+        interval=1,
     )
 
 
 def _report(stack, dag_id: str, run_id: str) -> dict:
     from qfdmo.pipeline.paths import report_path
 
-    return json.loads(report_path(dag_id, run_id, base=Path(stack.env["QFDMO_DATA_DIR"])).read_text())
+    return json.loads(report_path(dag_id, run_id, base=_data(stack)).read_text())
 
 
-HUMAN_DELAY_S = 5  # several scheduler loops
+def _run_all(stack, confs: dict[str, dict]) -> dict[str, tuple[str, str]]:
+    """One run of each DAG, triggered at once (the scheduler runs them side by side); waits for
+    all and returns each DAG's (run id, final state)."""
+    run_ids = {dag_id: _trigger(stack, dag_id, conf) for dag_id, conf in confs.items()}
+    runs = {dag_id: (run_id, _finished(stack, dag_id, run_id)) for dag_id, run_id in run_ids.items()}
+    for dag_id in run_ids:
+        _api(stack, "PATCH", f"/dags/{dag_id}", {"is_paused": True})
+    return runs
 
 
-def test_large_deactivation_waits_for_a_human(airflow_stack, feeds):
+def _load_directly(dsn: str, code: str, url: str, work: Path) -> None:
+    """Apply a feed with the plain steps: a test's starting state, without an Airflow round trip.
+    No fingerprint is recorded, so the next DAG run takes the full path."""
+    from qfdmo.pipeline import apply, download, finish, normalise, stage
+    from qfdmo.sources import load_declarations
+
+    declaration = load_declarations()[code]
+    download(declaration, url, work)
+    normalise(declaration, work, dsn)
+    stage(declaration, work, "e2e_setup", dsn, 1.0)
+    apply(declaration, "e2e_setup", dsn)
+    finish("e2e_setup", dsn, work, keep_files=False)
+
+
+def _answer_when_asked(stack, dag_id: str, run_id: str, choice: str) -> None:
+    """Answer the approval form once it is up and the scheduler is done with the paused task."""
+    wait_until(lambda: _task_state(stack, dag_id, run_id, "request_approval") == "awaiting_input",
+               "the approval request", 600, interval=1)
+    hitl = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/request_approval/-1/hitlDetails"
+    assert "would be set **SUPPRIME**" in _api(stack, "GET", hitl)["body"]
+    # An answer that re-queues the task before the scheduler has consumed the pausing workload's
+    # "success" event makes Airflow 3.3 take that stale event for the new attempt and fail the task.
+    # The scheduler logs "TaskInstance Finished" for the task once it has popped that event from its
+    # buffer (holding the row lock until it commits): wait for that state, as a person would come later.
+    scheduler_log = stack.stack.config.state_dir / "logs" / "scheduler.log"
+    consumed = f"TaskInstance Finished: dag_id={dag_id}, task_id=request_approval, run_id={run_id},"
+    wait_until(lambda: consumed in scheduler_log.read_text(errors="replace"),
+               "the scheduler to consume the paused workload's event", 120, interval=1)
+    _api(stack, "PATCH", hitl, {"chosen_options": [choice]})
+
+
+def test_large_deactivation_waits_for_a_human(airflow_stack, feeds, tmp_path):
     """Half of refashion's points vanish: rejected and timed-out runs apply nothing; approval applies."""
     dag_id = "source_refashion"
     dsn = airflow_stack.carte_dsn
     url = feeds.datafair_url("donnees-eo-refashion", size="5")
-    dags_test(airflow_stack, dag_id, {"endpoint_url": url})  # start from the full feed
+    _load_directly(dsn, "refashion", url, tmp_path / "setup")  # start from the full feed
     before = _snapshot(dsn, ("refashion",))
     feeds.set_dataset("donnees-eo-refashion", fixture_rows("refashion.json")[6:])
 
@@ -255,101 +324,94 @@ def test_large_deactivation_waits_for_a_human(airflow_stack, feeds):
     assert _finished(airflow_stack, dag_id, timed_out) == "success"
     report = _report(airflow_stack, dag_id, timed_out)
     assert report["outcome"] == "not applied: timed out" and report["guard"]["needs_approval"]
-    assert _task_state(airflow_stack, dag_id, timed_out, "apply") == "skipped"
+    for task_id, state in (("apply", "skipped"), ("announce_change", "skipped"), ("cleanup", "success")):
+        assert _task_state(airflow_stack, dag_id, timed_out, task_id) == state, task_id
     assert _snapshot(dsn, ("refashion",)) == before
+    assert _carte_events(airflow_stack, dag_id, timed_out) == []
+    assert not _run_folder(airflow_stack, dag_id, timed_out).exists()  # settled: files removed
 
     # 2. and 3. A human answers through the HITL API: Reject, then Approve.
     for choice, outcome in (("Reject", "not applied: rejected"), ("Approve", "applied")):
         run_id = _trigger(airflow_stack, dag_id, {"endpoint_url": url, "approval_timeout": 600})
-        wait_until(lambda rid=run_id: _task_state(airflow_stack, dag_id, rid, "request_approval") == "awaiting_input",
-                   "the approval request", 600, interval=3)
-        hitl = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/request_approval/-1/hitlDetails"
-        assert "would be set **SUPPRIME**" in _api(airflow_stack, "GET", hitl)["body"]
-        # Answer once the scheduler has handled the pausing workload's "success" event (as a person
-        # would, much later): an answer that re-queues the task before that makes Airflow 3.3 take
-        # the stale event for the new attempt and fail the task. The event comes when the workload's
-        # process ends, which can be several seconds after the pause: wait for it, not for a delay.
-        scheduler_log = airflow_stack.stack.config.state_dir / "logs" / "scheduler.log"
-        handled = (f"Received executor event with state success for task instance TaskInstanceKey("
-                   f"dag_id='{dag_id}', task_id='request_approval', run_id='{run_id}'")
-        wait_until(lambda log=scheduler_log, line=handled: line in log.read_text(errors="replace"),
-                   "the scheduler to handle the paused workload", 120, interval=1)
-        time.sleep(HUMAN_DELAY_S)
-        _api(airflow_stack, "PATCH", hitl, {"chosen_options": [choice]})
+        _answer_when_asked(airflow_stack, dag_id, run_id, choice)
         assert _finished(airflow_stack, dag_id, run_id) == "success"
         report = _report(airflow_stack, dag_id, run_id)
         assert report["outcome"] == outcome
         if choice == "Reject":
             assert report["guard"]["approval"]["responded_by"]
             assert _snapshot(dsn, ("refashion",)) == before
+            assert _carte_events(airflow_stack, dag_id, run_id) == []
+        else:
+            [event] = _carte_events(airflow_stack, dag_id, run_id)
+            assert event["extra"]["deactivated"] == 5
     statuts = _acteurs(dsn, ("refashion",))
     assert list(statuts.values()).count("SUPPRIME") == 5
     _api(airflow_stack, "PATCH", f"/dags/{dag_id}", {"is_paused": True})
 
 
-# --- the other formats: first load, bad rows counted, unchanged re-run ---
+# --- the other formats: a first load and a changed feed, their DAGs side by side ---
+
+FORMATS = {
+    # dag_id: (dataset, url kind, name column, owned source codes, new acteurs, rejected rows)
+    "source_ocab": ("donnees-eo-ocab", "datafair", "nom_de_lorganisme",
+                    ("ocab_valobat", "ocab_ecomaison", "ocab_valdelia", "ocab_ecominero"), 9, 1),
+    "source_cma_reparacteur": ("reparacteurs", "explore", "name", ("cma_reparacteur",), 227, 3),
+    "source_ademesinoedecheteries": ("sinoe-(r)-annuaire-des-decheteries-dma", "sinoe", "N_SERVICE",
+                                     ("ademesinoedecheteries",), 7, 2),
+}
 
 
-@pytest.mark.parametrize(
-    ("dag_id", "dataset", "kind", "source_codes", "expected_new", "expected_rejected"),
-    [
-        ("source_ocab", "donnees-eo-ocab", "datafair", ("ocab_valobat", "ocab_ecomaison", "ocab_valdelia",
-                                                        "ocab_ecominero"), 9, 1),
-        ("source_cma_reparacteur", "reparacteurs", "explore", ("cma_reparacteur",), 227, 3),
-        ("source_ademesinoedecheteries", "sinoe-(r)-annuaire-des-decheteries-dma", "sinoe",
-         ("ademesinoedecheteries",), 7, 2),
-    ],
-)
-def test_other_formats_load_rerun_change_truncate_with_revision(
-    airflow_stack, feeds, dag_id, dataset, kind, source_codes, expected_new, expected_rejected
-):
+def _url(feeds: FeedServer, dataset: str, kind: str) -> str:
     if kind == "explore":
-        url = feeds.explore_url(dataset)
-    elif kind == "sinoe":
-        url = feeds.datafair_url(dataset, size="4", q_mode="simple", ANNEE_eq="2024")
-    else:
-        url = feeds.datafair_url(dataset, size="3")
-    first = dags_test(airflow_stack, dag_id, {"endpoint_url": url})
-    assert first["outcome"] == "applied", first["_output"][-3000:]
-    assert first["counts"]["new"] == expected_new, first["counts"]
-    assert first["counts"]["rejected"] == expected_rejected, first["rejections"]
-    assert len(_acteurs(airflow_stack.carte_dsn, source_codes)) == expected_new
-    again = dags_test(airflow_stack, dag_id, {"endpoint_url": url})
-    assert again["counts"]["unchanged"] == expected_new and again["counts"]["rows_written"] == 0
+        return feeds.explore_url(dataset)
+    if kind == "sinoe":
+        return feeds.datafair_url(dataset, size="4", q_mode="simple", ANNEE_eq="2024")
+    return feeds.datafair_url(dataset, size="3")
 
-    # A human corrected one acteur: the revision must survive the runs below untouched.
+
+def test_other_formats_and_a_failed_run_through_the_scheduler(airflow_stack, feeds):
     dsn = airflow_stack.carte_dsn
-    revised = sorted(_acteurs(dsn, source_codes))[0]
-    revision = "SELECT row_to_json(r)::text FROM qfdmo_revisionacteur r WHERE identifiant_unique = %s"
-    with psycopg.connect(dsn) as conn:
-        conn.execute(
-            "INSERT INTO qfdmo_revisionacteur (identifiant_unique, nom, public_accueilli, reprise)"
-            " VALUES (%s, 'Corrigé', '', '')",
-            (revised,),
-        )
-        revision_before = conn.execute(revision, (revised,)).fetchone()
-    # The guard is format-independent (covered with the scheduler above); `dags test` cannot answer
-    # an approval, so these runs allow any deactivation share.
-    conf = {"endpoint_url": url, "max_deactivation_share": 1.0}
+    confs = {dag_id: {"endpoint_url": _url(feeds, spec[0], spec[1])} for dag_id, spec in FORMATS.items()}
+    # Beside them, a source whose portal returns nothing: its run fails and leaves the carte as it was.
+    failing = "source_aliapur"
+    feeds.set_dataset("donnees-eo-aliapur", [])
+    before = _snapshot(dsn, ("aliapur",))
 
-    # Changed feed: the partner renames its points.
-    name = {"datafair": "nom_de_lorganisme", "explore": "name", "sinoe": "N_SERVICE"}[kind]
-    rows = fixture_rows(DATASETS[dataset])
-    for row in rows:
-        if isinstance(row.get(name), str) and row[name].strip():
-            row[name] += " (nouveau nom)"
-    feeds.set_dataset(dataset, rows)
-    changed = dags_test(airflow_stack, dag_id, conf)
-    assert changed["outcome"] == "applied", changed["_output"][-3000:]
-    assert changed["counts"]["changed"] >= 1 and changed["counts"]["rows_written"] > 0, changed["counts"]
+    first = _run_all(airflow_stack, {**confs, failing: {"endpoint_url": feeds.datafair_url("donnees-eo-aliapur")}})
+    for dag_id, (_, _, _, source_codes, expected_new, expected_rejected) in FORMATS.items():
+        run_id, state = first[dag_id]
+        report = _report(airflow_stack, dag_id, run_id)
+        assert state == "success" and report["outcome"] == "applied", (dag_id, report)
+        assert report["counts"]["new"] == expected_new, (dag_id, report["counts"])
+        assert report["counts"]["rejected"] == expected_rejected, (dag_id, report["rejections"])
+        assert len(_acteurs(dsn, source_codes)) == expected_new
+        [event] = _carte_events(airflow_stack, dag_id, run_id)
+        assert event["extra"]["new"] == expected_new
 
-    # Truncated feed: half of the rows are gone; their acteurs are set SUPPRIME, never deleted.
-    feeds.set_dataset(dataset, rows[: len(rows) // 2])
-    truncated = dags_test(airflow_stack, dag_id, conf)
-    assert truncated["outcome"] == "applied", truncated["_output"][-3000:]
-    deactivated = truncated["counts"]["deactivated"]
-    assert deactivated > 0
-    statuts = _acteurs(dsn, source_codes)
-    assert list(statuts.values()).count("SUPPRIME") >= deactivated and len(statuts) >= expected_new
-    with psycopg.connect(dsn) as conn:
-        assert conn.execute(revision, (revised,)).fetchone() == revision_before
+    # The failed step fails the run by itself (the report only reports); the teardown still ran,
+    # and kept the failed run's files for diagnosis; no event.
+    run_id, state = first[failing]
+    report = _report(airflow_stack, failing, run_id)
+    assert state == "failed" and report["outcome"] == "not applied: failed at download", report
+    for task_id, task_state in (("download", "failed"), ("check_feed", "upstream_failed"),
+                                ("announce_change", "upstream_failed"), ("report", "success"),
+                                ("cleanup", "success")):
+        assert _task_state(airflow_stack, failing, run_id, task_id) == task_state, task_id
+    assert _snapshot(dsn, ("aliapur",)) == before
+    assert _carte_events(airflow_stack, failing, run_id) == []
+    assert _run_folder(airflow_stack, failing, run_id).is_dir()
+
+    # Changed feeds: the partners rename their points.
+    for dataset, _, name, *_ in FORMATS.values():
+        rows = fixture_rows(DATASETS[dataset])
+        for row in rows:
+            if isinstance(row.get(name), str) and row[name].strip():
+                row[name] += " (nouveau nom)"
+        feeds.set_dataset(dataset, rows)
+    changed = _run_all(airflow_stack, confs)
+    for dag_id, (run_id, state) in changed.items():
+        report = _report(airflow_stack, dag_id, run_id)
+        assert state == "success" and report["outcome"] == "applied", (dag_id, report)
+        assert report["counts"]["changed"] >= 1 and report["counts"]["new"] == 0, (dag_id, report["counts"])
+        assert report["counts"]["rows_written"] > 0
+        assert len(_carte_events(airflow_stack, dag_id, run_id)) == 1

@@ -1,26 +1,41 @@
-"""What the source DAGs (dags/sources.py) need from Airflow besides the decorators: the approval
-operator, the carte connection as a DSN, the run's working folder, and the decision of which step
-made a run fail."""
+"""The Airflow side of the source DAGs (dags/sources.py wires these): one function per task, the
+approval operator, the carte connection as a DSN, the run's working folder, and the decisions
+that need Airflow's view of a run (which step failed, whether to keep the run's files).
+
+Each task function is the XCom boundary: it reads the typed results of the steps before it from
+XCom (`from_dict`), calls the plain step (qfdmo.pipeline.steps) and returns its result `to_dict`.
+Imported when DAG files are parsed: the pipeline itself is imported only when a task runs.
+"""
 
 from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 
+if TYPE_CHECKING:
+    from qfdmo.pipeline import Approval, RunResults
+    from qfdmo.sources import SourceDeclaration
+
 CARTE_CONN_ID = "qfdmo_django_db"
-DECISION_KEY = "decision"
+# XCom keys besides the tasks' return values.
+DECISION_KEY = "decision"  # the approval's answer
+FEED_CHECK_KEY = "feed_check"  # the fast-path decision, in full (the task returns only yes/no)
+APPROVAL_BODY_KEY = "approval_body"  # the preview report shown in the approval form
 # Task ids, also used in templates and XCom pulls.
-DOWNLOAD, NORMALISE, STAGE, GUARD, APPROVAL, APPLY, REPORT = (
+DOWNLOAD, CHECK_FEED, NORMALISE, STAGE, GUARD, APPROVAL, APPLY, ANNOUNCE, REPORT, CLEANUP = (
     "download",
+    "check_feed",
     "normalise",
     "stage_and_diff",
     "guard",
     "request_approval",
     "apply",
+    "announce_change",
     "report",
+    "cleanup",
 )
 
 
@@ -72,6 +87,12 @@ def run_dir(context: Any) -> Path:
     return folder(context["dag"].dag_id, context["run_id"])
 
 
+def _run_key(context: Any) -> str:
+    from qfdmo.pipeline import run_key
+
+    return run_key(context["dag"].dag_id, context["run_id"])
+
+
 def fail(message: str) -> NoReturn:
     """Fail the task at once: retrying cannot fix these (empty feed, rejected rows, unknown codes)."""
     from airflow.sdk.exceptions import AirflowFailException
@@ -79,20 +100,169 @@ def fail(message: str) -> NoReturn:
     raise AirflowFailException(message)
 
 
-def failed_step(results: dict[str, Any], chosen: str | None, needs_approval: bool) -> str | None:
+def results(ti: Any) -> RunResults:
+    """The typed results of the run's steps, read back from XCom."""
+    from qfdmo.pipeline import Applied, Downloaded, FeedCheck, Normalised, RunResults, Staged
+
+    return RunResults(
+        downloaded=Downloaded.from_xcom(ti.xcom_pull(task_ids=DOWNLOAD)),
+        checked=FeedCheck.from_xcom(ti.xcom_pull(task_ids=CHECK_FEED, key=FEED_CHECK_KEY)),
+        normalised=Normalised.from_xcom(ti.xcom_pull(task_ids=NORMALISE)),
+        staged=Staged.from_xcom(ti.xcom_pull(task_ids=STAGE)),
+        applied=Applied.from_xcom(ti.xcom_pull(task_ids=APPLY)),
+    )
+
+
+def approval(ti: Any) -> Approval | None:
+    from qfdmo.pipeline import Approval
+
+    return Approval.from_xcom(ti.xcom_pull(task_ids=APPROVAL, key=DECISION_KEY))
+
+
+def failed_step(results: RunResults, chosen: str | None) -> str | None:
     """The task id of the step that made the run fail, or None when it did not fail.
 
-    `results` maps download / normalise / stage / apply to what each returned (None: it did not
-    succeed); `chosen` is the approval's answer if someone (or the timeout) gave one. A run whose
-    apply did not happen because the approval said no has not failed; one whose approval task itself
-    failed (no answer recorded while one was needed) failed at the approval.
+    A step whose result is missing did not succeed, unless the run did not need it: after an
+    unchanged feed nothing follows the check; an apply the approval said no to (`chosen`: the
+    answer of a person or of the timeout) did not fail. An approval that was needed but recorded
+    no answer failed itself.
     """
-    step = next((name for name, value in results.items() if value is None), None)
-    if step == "apply":
-        if chosen is not None and chosen != "Approve":
-            return None  # not applied by decision, not by failure
-        if chosen is None and needs_approval:
+    steps = (
+        (DOWNLOAD, results.downloaded),
+        (CHECK_FEED, results.checked),
+        (NORMALISE, results.normalised),
+        (STAGE, results.staged),
+        (APPLY, results.applied),
+    )
+    step = next((name for name, value in steps if value is None), None)
+    if step is None or (step != CHECK_FEED and results.unchanged):
+        return None
+    if step == APPLY and results.staged is not None and results.staged.needs_approval:
+        if chosen is None:
             return APPROVAL
-    if step == "stage":
-        return STAGE
+        if chosen != "Approve":
+            return None  # not applied by decision, not by failure
     return step
+
+
+# --- the tasks, in the order they run ---
+
+
+def download(declaration: SourceDeclaration, context: Any) -> dict[str, Any]:
+    from qfdmo.feeds import EmptyFeedError
+    from qfdmo.pipeline import steps
+
+    try:
+        return steps.download(declaration, context["params"]["endpoint_url"], run_dir(context)).to_dict()
+    except EmptyFeedError as exc:
+        fail(str(exc))
+
+
+def feed_changed(declaration: SourceDeclaration, downloaded: dict[str, Any], context: Any) -> bool:
+    """The fast-path decision (a short-circuit: False skips normalise, stage, guard and apply)."""
+    from qfdmo.pipeline import Downloaded, steps
+
+    checked = steps.check_feed(declaration, run_dir(context), carte_dsn(), Downloaded.from_dict(downloaded))
+    context["ti"].xcom_push(key=FEED_CHECK_KEY, value=checked.to_dict())
+    print(f"{declaration.dag_id}: {checked.reason}")
+    return not checked.unchanged
+
+
+def normalise(declaration: SourceDeclaration, context: Any) -> dict[str, Any]:
+    from qfdmo.pipeline import PipelineError, steps
+    from qfdmo.sources import ConfigurationError
+
+    try:
+        return steps.normalise(declaration, run_dir(context), carte_dsn()).to_dict()
+    except (PipelineError, ConfigurationError) as exc:
+        fail(str(exc))
+
+
+def stage_and_diff(declaration: SourceDeclaration, context: Any) -> dict[str, Any]:
+    """Stage and diff; the preview report goes to the log and, for the approval form, to XCom."""
+    import dataclasses
+
+    from qfdmo.carte_db import StagingError
+    from qfdmo.pipeline import build_report, steps, to_markdown, to_text
+
+    try:
+        staged = steps.stage(declaration, run_dir(context), _run_key(context), carte_dsn(),
+                             float(context["params"]["max_deactivation_share"]))
+    except StagingError as exc:
+        fail(str(exc))
+    ti = context["ti"]
+    preview = build_report(dag_id=context["dag"].dag_id, run_id=context["run_id"], source=declaration.code,
+                           results=dataclasses.replace(results(ti), staged=staged))
+    print(to_text(preview))
+    ti.xcom_push(key=APPROVAL_BODY_KEY, value=to_markdown(preview))
+    return staged.to_dict()
+
+
+def guard(staged: dict[str, Any]) -> str:
+    from qfdmo.pipeline import Staged
+
+    return APPROVAL if Staged.from_dict(staged).needs_approval else APPLY
+
+
+def apply(declaration: SourceDeclaration, context: Any) -> dict[str, Any]:
+    from qfdmo.pipeline import steps
+
+    run = results(context["ti"])
+    return steps.apply(declaration, _run_key(context), carte_dsn(), run.checked, run.normalised,
+                       run.staged).to_dict()
+
+
+def announce_change(declaration: SourceDeclaration, applied: dict[str, Any], context: Any) -> None:
+    """Emit the task's outlet (the carte's acteurs changed) only when the apply wrote rows: a
+    skipped task emits no asset event."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from qfdmo.airflow.assets import CARTE_ACTEURS
+    from qfdmo.pipeline import Applied
+
+    written = Applied.from_dict(applied)
+    if not written.wrote_rows:
+        raise AirflowSkipException("the apply wrote nothing: the carte's acteurs did not change")
+    context["outlet_events"][CARTE_ACTEURS].extra = {
+        "source": declaration.code,
+        "dag_run": context["run_id"],
+        "new": written.diff.new,
+        "changed": written.diff.changed,
+        "deactivated": written.diff.to_deactivate,
+        "rows_written": written.total_rows_written,
+    }
+
+
+def report(declaration: SourceDeclaration, context: Any) -> dict[str, Any]:
+    """Log the run report and write it to `$QFDMO_DATA_DIR/reports/<dag_id>/<run_id>.json`."""
+    from qfdmo.pipeline import build_report, report_path, to_text, write_report
+
+    ti = context["ti"]
+    run, answer = results(ti), approval(ti)
+    dag_id, run_id = context["dag"].dag_id, context["run_id"]
+    run_report = build_report(
+        dag_id=dag_id,
+        run_id=run_id,
+        source=declaration.code,
+        results=run,
+        approval=answer,
+        failed_step=failed_step(run, answer.chosen if answer else None),
+        approval_timeout=context["params"]["approval_timeout"],
+    )
+    path = write_report(run_report, report_path(dag_id, run_id))
+    print(to_text(run_report))
+    print(f"Run report written to {path}")
+    return run_report
+
+
+def cleanup(context: Any) -> None:
+    """Drop the run's staging tables; remove its files once the run is settled (applied, unchanged,
+    rejected, timed out): a failed run's files are kept for diagnosis."""
+    from qfdmo.pipeline import SETTLED_OUTCOMES, outcome, steps
+
+    ti = context["ti"]
+    run, answer = results(ti), approval(ti)
+    result = outcome(run, answer, failed_step(run, answer.chosen if answer else None))
+    keep = result not in SETTLED_OUTCOMES
+    steps.finish(_run_key(context), carte_dsn(), run_dir(context), keep_files=keep)
+    print(f"run {result}: staging tables dropped, files {'kept in ' + str(run_dir(context)) if keep else 'removed'}")

@@ -1,4 +1,5 @@
-"""The steps a source DAG runs, as plain functions (dags/sources.py only wires them)."""
+"""The steps a source DAG runs, as plain functions (dags/sources.py only wires them), their typed
+results and the run report."""
 
 from qfdmo.pipeline.paths import data_dir, report_path, run_dir, run_key
 from qfdmo.pipeline.report import (
@@ -6,6 +7,7 @@ from qfdmo.pipeline.report import (
     REJECTED,
     SETTLED_OUTCOMES,
     TIMED_OUT,
+    UNCHANGED,
     Approval,
     build_report,
     outcome,
@@ -13,17 +15,46 @@ from qfdmo.pipeline.report import (
     to_text,
     write_report,
 )
-from qfdmo.pipeline.steps import PipelineError, apply, download, finish, needs_approval, normalise, stage
+from qfdmo.pipeline.results import (
+    Applied,
+    AppliedFeed,
+    Diff,
+    Downloaded,
+    FeedCheck,
+    Normalised,
+    RunResults,
+    Staged,
+)
+from qfdmo.pipeline.steps import (
+    PipelineError,
+    apply,
+    check_feed,
+    download,
+    finish,
+    needs_approval,
+    normalise,
+    stage,
+)
 
 __all__ = [
     "APPLIED",
     "REJECTED",
-    "TIMED_OUT",
     "SETTLED_OUTCOMES",
+    "TIMED_OUT",
+    "UNCHANGED",
+    "Applied",
+    "AppliedFeed",
     "Approval",
+    "Diff",
+    "Downloaded",
+    "FeedCheck",
+    "Normalised",
     "PipelineError",
+    "RunResults",
+    "Staged",
     "apply",
     "build_report",
+    "check_feed",
     "data_dir",
     "download",
     "finish",

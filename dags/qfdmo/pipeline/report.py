@@ -1,7 +1,8 @@
 """The run report: what a source run did, in numbers, for the task log, the approval form and
 `$QFDMO_DATA_DIR/reports/<dag_id>/<run_id>.json`.
 
-Built from the small dicts the steps returned (None for a step that did not run or failed).
+Built from the typed results the steps returned (qfdmo.pipeline.results.RunResults). The JSON
+shape is the contract with whoever reads the reports (tests, people, the approval form).
 """
 
 from __future__ import annotations
@@ -11,15 +12,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from qfdmo.pipeline.results import Diff, Normalised, RunResults
+
 APPLIED = "applied"
+UNCHANGED = "unchanged"
 REJECTED = "not applied: rejected"
 TIMED_OUT = "not applied: timed out"
 FAILED = "not applied: failed"
 NOT_APPLIED = "not applied"
 # Outcomes a run reaches by design (its working files are no longer needed).
-SETTLED_OUTCOMES = (APPLIED, REJECTED, TIMED_OUT)
-
-STEPS = ("download", "normalise", "stage", "apply")
+SETTLED_OUTCOMES = (APPLIED, UNCHANGED, REJECTED, TIMED_OUT)
+# What the fast path does not run when the feed is unchanged.
+SKIPPED_WHEN_UNCHANGED = ("normalise", "stage", "guard", "apply")
 
 
 @dataclass(frozen=True)
@@ -41,14 +45,12 @@ class Approval:
                    timed_out=bool(value.get("timed_out")) or not name)
 
 
-def outcome(
-    steps: dict[str, dict[str, Any] | None],
-    approval: Approval | None,
-    failed_step: str | None = None,
-) -> str:
-    """One of APPLIED / REJECTED / TIMED_OUT / FAILED (with the step) / NOT_APPLIED."""
-    if steps.get("apply") is not None:
+def outcome(results: RunResults, approval: Approval | None, failed_step: str | None = None) -> str:
+    """One of APPLIED / UNCHANGED / REJECTED / TIMED_OUT / FAILED (with the step) / NOT_APPLIED."""
+    if results.applied is not None:
         return APPLIED
+    if results.unchanged:
+        return UNCHANGED
     if approval is not None and approval.chosen != "Approve":
         return TIMED_OUT if approval.timed_out else REJECTED
     if failed_step:
@@ -56,49 +58,62 @@ def outcome(
     return NOT_APPLIED
 
 
+def _unchanged_diff(results: RunResults) -> Diff | None:
+    """The diff an unchanged feed gives: every acteur unchanged (INACTIF ones kept), nothing to do."""
+    checked = results.checked
+    if checked is None or checked.previous is None:
+        return None
+    previous = checked.previous
+    return Diff(new=0, changed=0, unchanged=previous.acteurs - previous.inactive, inactive=previous.inactive,
+                to_deactivate=0, active_before=checked.active, deactivation_share=0.0)
+
+
 def build_report(
     *,
     dag_id: str,
     run_id: str,
     source: str,
-    steps: dict[str, dict[str, Any] | None],
+    results: RunResults,
     approval: Approval | None = None,
     failed_step: str | None = None,
     approval_timeout: float | None = None,
 ) -> dict[str, Any]:
-    download = steps.get("download") or {}
-    normalised = steps.get("normalise") or {}
-    staged = steps.get("stage") or {}
-    applied = steps.get("apply") or {}
+    download, staged, applied = results.downloaded, results.staged, results.applied
+    previous = results.checked.previous if results.unchanged and results.checked else None
+    # An unchanged run reports the counts of the last applied run (identical inputs give identical counts).
+    normalised: Normalised | None = results.normalised or (previous.normalised if previous else None)
     # The apply transaction recomputes the diff; it is the truth when present.
-    diff = applied.get("diff") or staged.get("diff") or {}
-    result = outcome(steps, approval, failed_step)
+    diff = applied.diff if applied else staged.diff if staged else _unchanged_diff(results)
+    d = diff.to_dict() if diff else {}
+    result = outcome(results, approval, failed_step)
     report: dict[str, Any] = {
         "dag_id": dag_id,
         "run_id": run_id,
         "source": source,
         "outcome": result,
         "applied": result == APPLIED,
-        "feed": {k: download.get(k) for k in ("url", "pages", "total", "requests", "retries")} if download else None,
+        "feed": {k: getattr(download, k) for k in ("url", "pages", "total", "requests", "retries")}
+        if download else None,
         "counts": {
-            "rows_read": normalised.get("rows_read"),
-            "rejected": normalised.get("rows_rejected"),
-            "acteurs": staged.get("acteurs"),
-            "duplicates_merged": staged.get("duplicates_merged"),
-            "new": diff.get("new"),
-            "changed": diff.get("changed"),
-            "unchanged": diff.get("unchanged"),
-            "deactivated" if result == APPLIED else "to_deactivate": diff.get("to_deactivate"),
-            "inactive_kept": diff.get("inactive"),
-            "rows_written": applied.get("total_rows_written", 0),
+            "rows_read": normalised.rows_read if normalised else None,
+            "rejected": normalised.rows_rejected if normalised else None,
+            "acteurs": staged.acteurs if staged else previous.acteurs if previous else None,
+            "duplicates_merged": staged.duplicates_merged if staged else previous.duplicates_merged
+            if previous else None,
+            "new": d.get("new"),
+            "changed": d.get("changed"),
+            "unchanged": d.get("unchanged"),
+            "deactivated" if result == APPLIED else "to_deactivate": d.get("to_deactivate"),
+            "inactive_kept": d.get("inactive"),
+            "rows_written": applied.total_rows_written if applied else 0,
         },
-        "rows_written_by_table": applied.get("rows_written", {}),
+        "rows_written_by_table": applied.rows_written if applied else {},
         "guard": {
-            "active_before": diff.get("active_before"),
-            "to_deactivate": diff.get("to_deactivate"),
-            "deactivation_share": diff.get("deactivation_share"),
-            "max_deactivation_share": staged.get("max_deactivation_share"),
-            "needs_approval": staged.get("needs_approval"),
+            "active_before": d.get("active_before"),
+            "to_deactivate": d.get("to_deactivate"),
+            "deactivation_share": d.get("deactivation_share"),
+            "max_deactivation_share": staged.max_deactivation_share if staged else None,
+            "needs_approval": staged.needs_approval if staged else (False if previous else None),
             "approval": None
             if approval is None
             else {
@@ -108,22 +123,30 @@ def build_report(
                 "timeout_s": approval_timeout,
             },
         },
-        "normalise_processes": normalised.get("processes"),
-        "rejections": normalised.get("rejections", {}),
-        "rejection_examples": normalised.get("rejection_examples", {}),
-        "unknown_values": normalised.get("unknown_values", {}),
-        "warnings": normalised.get("warnings", {}),
-        "diff_examples": diff.get("examples", {}),
+        "normalise_processes": results.normalised.processes if results.normalised else None,
+        "rejections": normalised.rejections if normalised else {},
+        "rejection_examples": normalised.rejection_examples if normalised else {},
+        "unknown_values": normalised.unknown_values if normalised else {},
+        "warnings": normalised.warnings if normalised else {},
+        "diff_examples": d.get("examples", {}),
         "seconds": {
-            name: (steps.get(name) or {}).get("seconds_total", (steps.get(name) or {}).get("seconds"))
-            for name in STEPS
-            if steps.get(name)
+            name: seconds
+            for name, seconds in (
+                ("download", download.seconds if download else None),
+                ("check_feed", results.checked.seconds if results.checked else None),
+                ("normalise", results.normalised.seconds if results.normalised else None),
+                ("stage", staged.seconds_total if staged else None),
+                ("apply", applied.seconds_total if applied else None),
+            )
+            if seconds is not None
         },
     }
-    if normalised.get("skipped"):
-        # Unchanged inputs and acteurs: normalise/stage/apply did not run; the counts are the last
-        # applied run's (identical inputs give identical counts).
-        report["skipped"] = {"steps": ["normalise", "stage", "apply"], "reason": normalised.get("reason")}
+    if results.checked is not None:
+        report["feed_check"] = {"unchanged": results.checked.unchanged, "reason": results.checked.reason}
+    if previous is not None and results.checked is not None:
+        # Nothing was normalised, staged or applied; the counts are the last applied run's.
+        report["skipped"] = {"steps": list(SKIPPED_WHEN_UNCHANGED), "reason": results.checked.reason,
+                             "last_applied_at": results.checked.applied_at}
     if failed_step:
         report["failed_step"] = failed_step
     return report
@@ -143,7 +166,8 @@ def to_text(report: dict[str, Any]) -> str:
     lines = [
         f"Run report {report['dag_id']} / {report['run_id']}",
         f"  OUTCOME: {report['outcome'].upper()}"
-        + (f" ({report['skipped']['reason']}: normalise, stage and apply skipped)" if report.get("skipped") else ""),
+        + (f" ({report['skipped']['reason']}: {', '.join(report['skipped']['steps'])} skipped; counts of the run"
+           f" applied at {report['skipped']['last_applied_at']})" if report.get("skipped") else ""),
     ]
     if report.get("feed"):
         feed = report["feed"]

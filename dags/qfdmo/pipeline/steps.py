@@ -1,8 +1,11 @@
 """The steps of a source DAG as plain functions (no Airflow): each takes references (a run
-directory, a run key, a DSN) and returns a small JSON-serialisable dict of counts and timings,
-which is what travels between tasks. Bulk data stays in files and staging tables.
+directory, a run key, a DSN) and returns a typed result of counts and timings
+(qfdmo.pipeline.results), which is what travels between tasks. Bulk data stays in files and
+staging tables.
 
-    download -> normalise -> stage (+ guard decision) -> [approval] -> apply ; finish always
+    download -> check_feed -> normalise -> stage (+ guard decision) -> [approval] -> apply ; finish always
+
+`check_feed` is the fast path: when it says the feed is unchanged, the rest is not run.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
@@ -25,6 +27,7 @@ from qfdmo.feeds import download as download_feed
 from qfdmo.feeds.readers import SINOE_NOMENCLATURE_DATASET
 from qfdmo.pipeline import fingerprint as fp
 from qfdmo.pipeline.parallel_normalise import normalise_feed
+from qfdmo.pipeline.results import Applied, AppliedFeed, Diff, Downloaded, FeedCheck, Normalised, Staged
 from qfdmo.sources import NormalisationContext, SourceDeclaration
 from qfdmo.sources.formats import feed_format
 
@@ -57,9 +60,14 @@ def _nomenclature_dataset(declaration: SourceDeclaration) -> str:
     return parts[parts.index("datasets") + 1] if "datasets" in parts else SINOE_NOMENCLATURE_DATASET
 
 
+def _nomenclature(run_dir: Path) -> str:
+    path = run_dir / NOMENCLATURE_FILE
+    return path.read_text(encoding="utf-8") if path.exists() else ""
+
+
 def download(
     declaration: SourceDeclaration, endpoint_url: str | None, run_dir: Path, client: HttpClient | None = None
-) -> dict[str, Any]:
+) -> Downloaded:
     """Fetch the feed (`endpoint_url` or the declared URL) into `<run_dir>/raw.jsonl`.
 
     A format that needs a nomenclature (SINOE) reads it from the same data-fair as the feed, so a local
@@ -73,86 +81,61 @@ def download(
     # The URL is part of the run's inputs (another endpoint is another feed), hashed so that no
     # credential it may carry travels in XCom.
     feed = hashlib.sha256(url.encode() + b"\0" + result.content_sha256.encode()).hexdigest()
-    return {
-        "url": redact_url(url),
-        "feed_sha256": feed,
-        "pages": result.pages,
-        "total": result.total,
-        "bytes": result.bytes,
-        "requests": result.requests,
-        "retries": result.retries,
-        "seconds": round(time.perf_counter() - started, 3),
-    }
+    return Downloaded(
+        url=redact_url(url),
+        feed_sha256=feed,
+        pages=result.pages,
+        total=result.total,
+        bytes=result.bytes,
+        requests=result.requests,
+        retries=result.retries,
+        seconds=round(time.perf_counter() - started, 3),
+    )
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-
-
-def _write_json(path: Path, value: dict[str, Any]) -> None:
-    path.write_text(json.dumps(value, default=str), encoding="utf-8")
-
-
-def _skipped_normalise(record: dict[str, Any], started: float) -> dict[str, Any]:
-    report = dict(record["summary"].get("normalise") or {})
-    report.update(skipped=True, reason=fp.UNCHANGED_REASON, seconds=round(time.perf_counter() - started, 3))
-    report["previous"] = {"stage": record["summary"].get("stage") or {},
-                          "inactive": record["summary"].get("inactive", 0),
-                          "active": fp.active_count(record["witness"])}
-    return report
-
-
-def normalise(
-    declaration: SourceDeclaration, run_dir: Path, dsn: str, downloaded: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
-    """Normalise `<run_dir>/raw.jsonl` into the four staging files; reference codes come from the DB.
-
-    With `downloaded` (what `download` returned), first checks the unchanged-input fast path
-    (qfdmo.pipeline.fingerprint): same inputs as the last applied run and the acteurs untouched
-    since then -> returns the last run's counts with `skipped: True`, and normalises nothing.
-    """
+def check_feed(declaration: SourceDeclaration, run_dir: Path, dsn: str, downloaded: Downloaded) -> FeedCheck:
+    """Same inputs as the source's last applied run, and its acteurs untouched since? (fingerprint.py)"""
     from qfdmo.carte_db import load_reference_codes
 
     started = time.perf_counter()
-    nomenclature_file = run_dir / NOMENCLATURE_FILE
-    nomenclature_text = nomenclature_file.read_text(encoding="utf-8") if nomenclature_file.exists() else ""
-    fingerprint_file = run_dir / fp.FINGERPRINT_FILE
-    fingerprint_file.unlink(missing_ok=True)
+    with _connect(dsn) as conn:
+        result = fp.check(
+            conn,
+            source=declaration.code,
+            source_codes=declaration.source_codes,
+            downloaded=downloaded,
+            declaration=declaration.model_dump(mode="json"),
+            reference=dataclasses.asdict(load_reference_codes(conn)),
+            nomenclature=_nomenclature(run_dir),
+        )
+    log.info("%s: %s", declaration.code, result.reason)
+    return result.model_copy(update={"seconds": round(time.perf_counter() - started, 3)})
+
+
+def normalise(declaration: SourceDeclaration, run_dir: Path, dsn: str) -> Normalised:
+    """Normalise `<run_dir>/raw.jsonl` into the four staging files; reference codes come from the DB."""
+    from qfdmo.carte_db import load_reference_codes
+
+    started = time.perf_counter()
+    nomenclature = _nomenclature(run_dir)
     with _connect(dsn) as conn:
         reference = load_reference_codes(conn)
-        if downloaded and downloaded.get("feed_sha256"):
-            run_fingerprint = fp.run_fingerprint(
-                feed=downloaded["feed_sha256"],
-                endpoint_url="",  # in feed_sha256
-                declaration=declaration.model_dump(mode="json"),
-                reference=dataclasses.asdict(reference),
-                nomenclature=nomenclature_text,
-                code=fp.code_version(),
-            )
-            record = fp.read_record(conn, declaration.code)
-            if record is not None and record["fingerprint"] == run_fingerprint:
-                if record["witness"] == fp.witness(conn, declaration.source_codes):
-                    log.info("%s: same inputs as the last applied run, acteurs untouched: skipping", declaration.code)
-                    return _skipped_normalise(record, started)
-                log.info("%s: same inputs but the acteurs changed since the last apply: full path", declaration.code)
-            _write_json(fingerprint_file, {"fingerprint": run_fingerprint})
-    context = NormalisationContext(nomenclature=json.loads(nomenclature_text) if nomenclature_text else {})
+    context = NormalisationContext(nomenclature=json.loads(nomenclature) if nomenclature else {})
     report = normalise_feed(declaration, run_dir / RAW_FILE, reference, run_dir, context).to_dict()
-    report["warnings"] = _top(report.get("warnings", {}))
-    report["unknown_values"] = {kind: _top(values) for kind, values in report.get("unknown_values", {}).items()}
-    report["rejections"] = _top(report.get("rejections", {}), limit=50)
-    report["seconds"] = round(time.perf_counter() - started, 3)
-    if not report.get("acteurs_written"):
+    normalised = Normalised.from_dict(
+        {
+            **report,
+            "warnings": _top(report.get("warnings", {})),
+            "unknown_values": {kind: _top(values) for kind, values in report.get("unknown_values", {}).items()},
+            "rejections": _top(report.get("rejections", {}), limit=50),
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+    )
+    if not normalised.acteurs_written:
         # Nothing usable is a configuration or feed problem, not "every acteur left": stop here.
-        reasons = ", ".join(f"{reason} ({n})" for reason, n in report["rejections"].items()) or "none"
-        raise PipelineError(
-            f"all {report.get('rows_read', 0)} rows of the feed were rejected; reasons: {reasons}"
-        )
-    if fingerprint_file.exists():
-        recorded = _read_json(fingerprint_file)
-        recorded["normalise"] = {k: v for k, v in report.items() if k != "seconds"}
-        _write_json(fingerprint_file, recorded)
-    return report
+        reasons = ", ".join(f"{reason} ({n})" for reason, n in normalised.rejections.items()) or "none"
+        raise PipelineError(f"all {normalised.rows_read} rows of the feed were rejected; reasons: {reasons}")
+    return normalised
 
 
 def needs_approval(to_deactivate: int, active_before: int, max_deactivation_share: float) -> bool:
@@ -166,106 +149,72 @@ def needs_approval(to_deactivate: int, active_before: int, max_deactivation_shar
 
 
 def stage(
-    declaration: SourceDeclaration,
-    run_dir: Path,
-    run_key: str,
-    dsn: str,
-    max_deactivation_share: float,
-    normalised: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """COPY the normalised files into staging, diff them against qfdmo_acteur, decide the guard.
-
-    When normalise skipped the run (unchanged inputs), stages nothing and reports the diff an
-    unchanged feed gives: every acteur unchanged (INACTIF ones kept), nothing to deactivate.
-    """
+    declaration: SourceDeclaration, run_dir: Path, run_key: str, dsn: str, max_deactivation_share: float
+) -> Staged:
+    """COPY the normalised files into staging, diff them against qfdmo_acteur, decide the guard."""
     from qfdmo.carte_db import stage as stage_run
 
     started = time.perf_counter()
-    if normalised and normalised.get("skipped"):
-        previous = normalised.get("previous") or {}
-        acteurs = int((previous.get("stage") or {}).get("acteurs") or 0)
-        inactive = int(previous.get("inactive") or 0)
-        return {
-            "run_key": run_key,
-            "skipped": True,
-            "reason": normalised.get("reason", fp.UNCHANGED_REASON),
-            "rows": (previous.get("stage") or {}).get("rows", {}),
-            "acteurs": acteurs,
-            "duplicates_merged": (previous.get("stage") or {}).get("duplicates_merged", 0),
-            "diff": {"new": 0, "changed": 0, "unchanged": acteurs - inactive, "inactive": inactive,
-                     "to_deactivate": 0, "active_before": previous.get("active", 0), "deactivation_share": 0.0,
-                     "examples": {}, "changed_columns": {}},
-            "seconds": {},
-            "max_deactivation_share": max_deactivation_share,
-            "needs_approval": False,
-            "seconds_total": round(time.perf_counter() - started, 3),
-        }
     # Two connections: the propositions are staged on the second while the first stages the acteurs.
     with _connect(dsn) as conn, _connect(dsn) as second_conn:
         result = stage_run(conn, run_key, run_dir, declaration.source_codes, second_conn)
-    staged = result.as_dict()
     diff = result.diff
-    staged["max_deactivation_share"] = max_deactivation_share
-    staged["needs_approval"] = needs_approval(diff.to_deactivate, diff.active_before, max_deactivation_share)
-    staged["seconds_total"] = round(time.perf_counter() - started, 3)
-    fingerprint_file = run_dir / fp.FINGERPRINT_FILE
-    if fingerprint_file.exists():
-        recorded = _read_json(fingerprint_file)
-        recorded["stage"] = {k: staged[k] for k in ("rows", "acteurs", "duplicates_merged")}
-        _write_json(fingerprint_file, recorded)
-    return staged
+    return Staged(
+        run_key=result.run_key,
+        rows=result.rows,
+        acteurs=result.acteurs,
+        duplicates_merged=result.duplicates_merged,
+        diff=Diff.from_dict(diff.as_dict()),
+        seconds=result.seconds,
+        max_deactivation_share=max_deactivation_share,
+        needs_approval=needs_approval(diff.to_deactivate, diff.active_before, max_deactivation_share),
+        seconds_total=round(time.perf_counter() - started, 3),
+    )
 
 
 def apply(
     declaration: SourceDeclaration,
     run_key: str,
     dsn: str,
-    run_dir: Path | None = None,
-    staged: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
+    checked: FeedCheck | None = None,
+    normalised: Normalised | None = None,
+    staged: Staged | None = None,
+) -> Applied:
     """Write the staged run into the carte tables in one transaction, then drop the staging tables.
 
-    Then records the run's fingerprint (from `<run_dir>/fingerprint.json`) with the acteurs'
-    witness, for the next run's fast path. A skipped run (`staged` says so) writes nothing.
+    Given the run's check, normalisation and staging results, then records its fingerprint with the
+    acteurs' witness for the next run's fast path; without them, forgets the source's record.
     """
     from qfdmo.carte_db import apply as apply_run
     from qfdmo.carte_db import drop_staging
 
     started = time.perf_counter()
-    if staged and staged.get("skipped"):
-        return {"skipped": True, "reason": staged.get("reason", fp.UNCHANGED_REASON), "diff": staged["diff"],
-                "rows_written": {}, "total_rows_written": 0, "seconds": 0.0,
-                "seconds_total": round(time.perf_counter() - started, 3)}
-    recorded = _read_json(run_dir / fp.FINGERPRINT_FILE) if run_dir is not None else {}
     with _connect(dsn) as conn:
         result = apply_run(conn, run_key, declaration.source_codes)
         drop_staging(conn, run_key)
         try:
-            if {"fingerprint", "normalise", "stage"} <= recorded.keys():
-                fp.write_record(
-                    conn,
-                    declaration.code,
-                    recorded["fingerprint"],
-                    fp.witness(conn, declaration.source_codes),
-                    {"normalise": recorded["normalise"], "stage": recorded["stage"], "inactive": result.diff.inactive},
-                )
+            if checked is not None and normalised is not None and staged is not None:
+                summary = AppliedFeed(normalised=normalised, rows=staged.rows, acteurs=staged.acteurs,
+                                      duplicates_merged=staged.duplicates_merged, inactive=result.diff.inactive)
+                fp.write_record(conn, declaration.code, checked.fingerprint,
+                                fp.witness(conn, declaration.source_codes), summary)
             else:
                 fp.forget_record(conn, declaration.code)
         except psycopg.Error as exc:  # the apply is committed; the next run just takes the full path
             log.warning("could not record the applied feed of %s: %s", declaration.code, exc)
-    applied = result.as_dict()
-    applied["seconds_total"] = round(time.perf_counter() - started, 3)
-    return applied
+    return Applied.from_dict({**result.as_dict(), "seconds_total": round(time.perf_counter() - started, 3)})
 
 
 def finish(run_key: str, dsn: str, run_dir: Path, keep_files: bool) -> None:
-    """Drop the run's staging tables (whatever happened) and its files unless kept for debugging."""
+    """Drop the run's staging tables (whatever happened) and its files unless kept for debugging.
+
+    A database error is raised after the files are handled: the cleanup task then fails, visibly.
+    """
     from qfdmo.carte_db import drop_staging
 
     try:
         with _connect(dsn) as conn:
             drop_staging(conn, run_key)
-    except psycopg.Error as exc:  # the report must still be written; say it loudly instead
-        log.error("could not drop the staging tables of %s: %s", run_key, exc)
-    if not keep_files:
-        shutil.rmtree(run_dir, ignore_errors=True)
+    finally:
+        if not keep_files:
+            shutil.rmtree(run_dir, ignore_errors=True)
