@@ -56,7 +56,8 @@ CREATE OR REPLACE TABLE {target_table} AS
 WITH words AS (
     SELECT *,
         list_filter({_words("nom")}, lambda w: length(w) > 1 AND NOT list_contains({nom_drop}, w)) AS nom_words,
-        list_filter({_words("adresse")}, lambda w: w <> '' AND NOT list_contains({adresse_drop}, w)) AS adresse_words,
+        list_filter({_words("adresse")}, lambda w: (length(w) > 1 OR regexp_matches(w, '^[0-9]$'))
+            AND NOT list_contains({adresse_drop}, w)) AS adresse_words,
         regexp_replace(coalesce(telephone, ''), '[^0-9]', '', 'g') AS phone_digits,
         lower(regexp_replace(regexp_replace(coalesce(url, ''), '^[a-zA-Z]+://', ''), '^www\\.', '')) AS url_rest
     FROM {source_table}
@@ -87,6 +88,24 @@ FROM words
 """
 
 
+def rare_words_sql(table: str = "acteurs") -> str:
+    """Adds nom_rare_1, nom_rare_2 to `table`: its two least frequent nom words in its code postal
+    (the town's name is in many noms of that town, rare elsewhere)."""
+    return f"""
+CREATE OR REPLACE TEMP TABLE nom_words AS
+    SELECT identifiant_unique, coalesce(code_postal, '') AS cp, unnest(list_distinct(nom_tokens)) AS w FROM {table};
+CREATE OR REPLACE TEMP TABLE nom_word_frequency AS SELECT cp, w, count(*) AS n FROM nom_words GROUP BY cp, w;
+CREATE OR REPLACE TEMP TABLE nom_rare AS
+    SELECT identifiant_unique, list(w ORDER BY n, w)[1] AS nom_rare_1, list(w ORDER BY n, w)[2] AS nom_rare_2
+    FROM nom_words JOIN nom_word_frequency USING (cp, w)
+    GROUP BY identifiant_unique;
+DROP TABLE nom_words;
+CREATE OR REPLACE TABLE {table} AS SELECT t.*, r.nom_rare_1, r.nom_rare_2 FROM {table} t LEFT JOIN nom_rare r
+    USING (identifiant_unique);
+DROP TABLE nom_rare; DROP TABLE nom_word_frequency;
+"""
+
+
 def blocking_keys_sql(table: str = "acteurs") -> dict[str, str]:
     """Blocking key name -> SQL expression over `table`'s columns (NULL: not blocked on this key)."""
     cell = CELL_DEGREES
@@ -98,8 +117,12 @@ def blocking_keys_sql(table: str = "acteurs") -> dict[str, str]:
                 f"|| floor(longitude / {cell})::BIGINT::VARCHAR END",
         "cell_shifted": f"CASE WHEN latitude IS NOT NULL THEN floor(latitude / {cell} + 0.5)::BIGINT::VARCHAR"
                         f" || ':' || floor(longitude / {cell} + 0.5)::BIGINT::VARCHAR END",
-        "cp_nom": "CASE WHEN code_postal IS NOT NULL AND nom_tokens IS NOT NULL "
-                  "THEN code_postal || ':' || nom_tokens[1] END",
+        # The rarest words of nom (over the whole input): generic words (atelier, boutique) would
+        # make blocks of every shop of a town.
+        "cp_nom": "CASE WHEN code_postal IS NOT NULL AND nom_rare_1 IS NOT NULL THEN code_postal || ':' || nom_rare_1 END",
+        # Located acteurs are also blocked by place; the others get a second chance.
+        "cp_nom_2": "CASE WHEN code_postal IS NOT NULL AND nom_rare_2 IS NOT NULL AND latitude IS NULL "
+                    "THEN code_postal || ':' || nom_rare_2 END",
         "cp_adresse": "CASE WHEN code_postal IS NOT NULL AND adresse_numero IS NOT NULL "
                       "THEN code_postal || ':' || adresse_numero || ':' || "
                       "coalesce(list_filter(adresse_tokens, lambda w: NOT regexp_matches(w, '^[0-9]+$'))"

@@ -22,7 +22,7 @@ from typing import Any
 
 import duckdb
 
-from qfdmo.dedup.features import blocking_keys_sql
+from qfdmo.dedup.features import blocking_keys_sql, rare_words_sql
 from qfdmo.dedup.params import ClusteringParams
 
 # Prior: probability that two acteurs sharing a blocking key are the same place.
@@ -154,6 +154,7 @@ class MatchResult:
 def add_blocking_keys(con: duckdb.DuckDBPyConnection, max_block_size: int) -> tuple[dict, dict]:
     """Adds k_<key> columns to `acteurs`; a key value shared by more than max_block_size rows is set
     NULL. Returns (key -> the 5 largest skipped values with sizes, key -> number of skipped values)."""
+    con.execute(rare_words_sql())
     keys = blocking_keys_sql()
     selects = ", ".join(f"{expr} AS k_{name}" for name, expr in keys.items())
     con.execute(f"CREATE OR REPLACE TABLE acteurs AS SELECT *, {selects} FROM acteurs")
