@@ -117,9 +117,10 @@ def blocking_keys_sql(table: str = "acteurs") -> dict[str, str]:
                 f"|| floor(longitude / {cell})::BIGINT::VARCHAR END",
         "cell_shifted": f"CASE WHEN latitude IS NOT NULL THEN floor(latitude / {cell} + 0.5)::BIGINT::VARCHAR"
                         f" || ':' || floor(longitude / {cell} + 0.5)::BIGINT::VARCHAR END",
-        # The rarest words of nom (over the whole input): generic words (atelier, boutique) would
-        # make blocks of every shop of a town.
-        "cp_nom": "CASE WHEN code_postal IS NOT NULL AND nom_rare_1 IS NOT NULL THEN code_postal || ':' || nom_rare_1 END",
+        # The rarest words of nom in its code postal: generic words (atelier, boutique) would make
+        # blocks of every shop of a town.
+        "cp_nom": "CASE WHEN code_postal IS NOT NULL AND nom_rare_1 IS NOT NULL "
+                  "THEN code_postal || ':' || nom_rare_1 END",
         # Located acteurs are also blocked by place; the others get a second chance.
         "cp_nom_2": "CASE WHEN code_postal IS NOT NULL AND nom_rare_2 IS NOT NULL AND latitude IS NULL "
                     "THEN code_postal || ':' || nom_rare_2 END",

@@ -1,8 +1,8 @@
 """Blocking and probabilistic matching (Fellegi-Sunter, with splink on DuckDB).
 
 Blocking: a pair is compared when it shares one key (same SIRET, phone, e-mail; same ~220 m grid
-cell, on two shifted grids; same code postal and first word of nom, or house number and street
-word, or URL domain). A key value held by more than `max_block_size` acteurs (a chain's hundreds of
+cell, on two shifted grids; same code postal and rarest word of nom there, or house number and
+street word, or URL domain). A key value held by more than `max_block_size` acteurs (a chain's hundreds of
 shops in one town, a shared switchboard number) is not used, and reported: no quadratic blow-up,
 and those acteurs are still compared through their other keys.
 
