@@ -83,7 +83,8 @@ SELECT
     CASE WHEN latitude IS NOT NULL AND longitude IS NOT NULL AND NOT (latitude = 0 AND longitude = 0)
          THEN latitude END AS latitude,
     CASE WHEN latitude IS NOT NULL AND longitude IS NOT NULL AND NOT (latitude = 0 AND longitude = 0)
-         THEN longitude END AS longitude
+         THEN longitude END AS longitude,
+    cos(radians(latitude)) AS cos_latitude
 FROM words
 """
 

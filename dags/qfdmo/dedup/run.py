@@ -113,7 +113,7 @@ def run_clustering(
         "without_code_postal": read.without_code_postal,
         "skipped_already_proposed": read.skipped_already_proposed,
         "rejected_pairs_known": len(read.rejected_pairs),
-        "candidate_pairs_upper_bound": matched.compared_pairs,
+        "candidate_pairs": matched.compared_pairs,
         "pairs_above_threshold": len(matched.pairs) + matched.too_far,
         "pairs_too_far": matched.too_far,
         "merges_refused_same_source": outcome.refused_same_source,
@@ -156,7 +156,7 @@ def to_text(report: dict[str, Any]) -> str:
     lines = [f"Clustering report {report['dag_id']} / {report['run_id']}"
              + (" (DRY RUN: nothing written)" if report["dry_run"] else "")]
     keys = ("acteurs_read", "children_read", "without_location", "without_code_postal", "skipped_already_proposed",
-            "rejected_pairs_known", "candidate_pairs_upper_bound", "pairs_above_threshold", "pairs_too_far",
+            "rejected_pairs_known", "candidate_pairs", "pairs_above_threshold", "pairs_too_far",
             "merges_refused_same_source", "merges_refused_rejected_before", "clusters", "acteurs_in_clusters",
             "new_parents", "kept_parents", "parents_deleted", "suggestions_written")
     lines.append("  counts: " + ", ".join(f"{k}={report[k]}" for k in keys))
