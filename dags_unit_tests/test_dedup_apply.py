@@ -69,7 +69,8 @@ def cluster(dsn: str, run_id: str = "manual__1", **params):
 
 
 def suggestions_by_members(conn) -> dict[frozenset, tuple]:
-    rows = conn.execute("SELECT id, statut, contexte, suggestion, metadata FROM data_suggestion").fetchall()
+    rows = conn.execute("SELECT id, statut, contexte, suggestion, metadata FROM data_suggestion"
+                        " WHERE contexte IS NOT NULL").fetchall()
     return {frozenset(m["identifiant_unique"] for m in r[2]["members"]): r for r in rows}
 
 
@@ -119,6 +120,11 @@ def test_validate_apply_reject_and_run_again(carte):
         for members in ({"a1", "a2"}, {"p_c", "c3"}, {"p_d1", "p_d2"}):
             set_statut(conn, found[frozenset(members)][0], "ATRAITER")
         set_statut(conn, found[frozenset({"b1", "b2"})][0], "REJETEE")
+        # Another kind of suggestion, validated: not ours to apply.
+        other = conn.execute("INSERT INTO data_suggestioncohorte (identifiant_action, identifiant_execution,"
+                             " type_action) VALUES ('source_x', 'r', 'SOURCE_AJOUT') RETURNING id").fetchone()[0]
+        conn.execute("INSERT INTO data_suggestion (suggestion_cohorte_id, statut, suggestion)"
+                     " VALUES (%s, 'ATRAITER', '{}')", (other,))
         assert has_work(carte)
     report = apply_pending(carte)
     assert (report["picked"], report["succes"], report["erreur"]) == (3, 3, 0)
@@ -138,6 +144,8 @@ def test_validate_apply_reject_and_run_again(carte):
         set_statut(conn, found[frozenset({"e1", "e2"})][0], "REJETEE")
         recompute_parents_in_vue(conn)  # what compute_acteurs does after the asset event
     assert apply_pending(carte)["picked"] == 0
+    with psycopg.connect(carte) as conn:
+        assert conn.execute("SELECT statut FROM data_suggestion WHERE suggestion = '{}'").fetchone() == ("ATRAITER",)
     # A second run proposes neither the applied clusters nor the rejected ones.
     report = cluster(carte, run_id="manual__2")
     assert report["clusters"] == 0 and report["merges_refused_rejected_before"] >= 2

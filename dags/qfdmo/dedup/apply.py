@@ -23,6 +23,13 @@ from psycopg import sql
 from qfdmo.dedup.clusters import CREATE_PARENT, DELETE_PARENT, KEEP_PARENT, PARENT_FIELDS, UPDATE_PARENT_ID
 
 TO_APPLY = ("ATRAITER", "ENCOURS")
+# Only the suggestions whose change models this module knows; the webapp's other kinds (source
+# ingestion, enrichment) are left to whoever applies them.
+APPLIED_TYPES = ("CLUSTERING",)
+_WAITING_SQL = """
+    SELECT s.id FROM data_suggestion s JOIN data_suggestioncohorte c ON c.id = s.suggestion_cohorte_id
+    WHERE s.statut = ANY(%s) AND c.type_action = ANY(%s)
+"""
 WAITING = ("AVALIDER", "ATRAITER", "ENCOURS")
 _TEXT_FIELDS = tuple(f for f in PARENT_FIELDS if f not in (
     "acteur_type_id", "action_principale_id", "exclusivite_de_reprisereparation", "uniquement_sur_rdv",
@@ -46,8 +53,7 @@ class StaleSuggestion(Exception):
 def has_work(dsn: str) -> bool:
     """Cheap: is any suggestion waiting to be applied?"""
     with psycopg.connect(dsn) as conn:
-        row = conn.execute("SELECT EXISTS (SELECT FROM data_suggestion WHERE statut = ANY(%s))",
-                           (list(TO_APPLY),)).fetchone()
+        row = conn.execute(f"SELECT EXISTS ({_WAITING_SQL})", (list(TO_APPLY), list(APPLIED_TYPES))).fetchone()
     return bool(row and row[0])
 
 
@@ -56,8 +62,8 @@ def apply_pending(dsn: str) -> dict[str, Any]:
     started = time.perf_counter()
     report: dict[str, Any] = {"picked": 0, "succes": 0, "erreur": 0, "errors": [], "cohortes": {}}
     with psycopg.connect(dsn, autocommit=True) as conn:
-        ids = [r[0] for r in conn.execute(
-            "SELECT id FROM data_suggestion WHERE statut = ANY(%s) ORDER BY id", (list(TO_APPLY),)).fetchall()]
+        ids = [r[0] for r in conn.execute(f"{_WAITING_SQL} ORDER BY s.id",
+                                          (list(TO_APPLY), list(APPLIED_TYPES))).fetchall()]
         touched: set[int] = set()
         for suggestion_id in ids:
             claimed = _claim(conn, suggestion_id)
