@@ -1,7 +1,7 @@
 """cluster_acteurs and apply_suggestions through the real Airflow CLI (`bin/airflow dags test`) on the
-test stack's carte DB: a dry run writes nothing, a run writes one cohorte, the reviewer validates
-two clusters and rejects one, apply_suggestions applies them and emits the carte_acteurs asset, and
-after the recomputation a second run proposes none of them again."""
+test stack's carte DB (dry_run is covered by test_dedup_carte.py): a run writes one cohorte, the
+reviewer validates two clusters and rejects one, apply_suggestions applies them and emits the
+carte_acteurs asset, and after the recomputation a second run proposes none of them again."""
 
 from __future__ import annotations
 
@@ -79,10 +79,6 @@ _new_parent_ids: dict[str, str] = {}
 
 
 def test_cluster_review_apply_and_cluster_again(airflow_stack, carte):
-    dry, output = _dags_test(airflow_stack, "cluster_acteurs", {"dry_run": True})
-    assert dry["dry_run"] and dry["clusters"] == 3 and dry["cohorte_id"] is None, output[-3000:]
-    assert "DRY RUN: nothing written" in output
-
     report, output = _dags_test(airflow_stack, "cluster_acteurs", {})
     assert report["clusters"] == 3 and report["suggestions_written"] == 3 and report["kept_parents"] == 1
     assert "seconds:" in output
