@@ -164,7 +164,7 @@ def test_normalize_expr_and_index_forms():
 
 def test_load_contract():
     contract = load_contract()
-    assert len(contract) == 39
+    assert len(contract) == 41
     acteur = contract["qfdmo_acteur"]
     assert acteur.primary_key == ("identifiant_unique",)
     assert acteur.columns["statut"].choices == ("ACTIF", "INACTIF", "SUPPRIME")
@@ -283,7 +283,7 @@ def test_cli_check_contract(scratch_conn, capsys, monkeypatch):
     dsn = scratch_conn.info.dsn
     assert cli.main(["check-contract", "--dsn", dsn]) == 1  # an empty public schema: every table is missing
     out = capsys.readouterr().out
-    assert "39 difference(s)" in out and "  qfdmo_acteur: missing table" in out
+    assert "41 difference(s)" in out and "  qfdmo_acteur: missing table" in out
     monkeypatch.setattr(cli, "check_contract", lambda dsn: [])
     assert cli.main(["check-contract", "--dsn", dsn]) == 0
     assert capsys.readouterr().out == "carte db: matches webapp_schema.yml\n"
