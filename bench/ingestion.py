@@ -12,7 +12,7 @@ database was empty, so that is every row it wrote) is exported after the load in
 (binary COPY: exact, geography included; untimed), then COPYed back into the same tables, with the
 same indexes and constraints, of a fresh migrated carte database: one transaction, the five tables
 in dependency order, COMMIT included in the time. The floor gets the first load's own shortcut for
-foreign keys (qfdmo.carte_db.ingest._skip_row_by_row_fk_checks: `session_replication_role =
+foreign keys (qfdmo.carte_db.applying._skip_row_by_row_fk_checks: `session_replication_role =
 replica`, no row-by-row trigger): otherwise the deferred checks at commit would be half of the floor
 (62 s of 119 s measured on 01/12/2026) and the target would say little about our own work. The
 columns are read from the catalogue, so the floor follows whatever the migrations make of the
@@ -45,8 +45,8 @@ sys.path[:0] = [str(REPO), str(REPO / "dags"), str(REPO / "dags_unit_tests")]
 
 import psycopg  # noqa: E402
 from psycopg import sql  # noqa: E402
+from qfdmo.carte_db.applying import WRITTEN_TABLES  # noqa: E402
 from qfdmo.carte_db.contract import read_catalog  # noqa: E402
-from qfdmo.carte_db.ingest import WRITTEN_TABLES  # noqa: E402
 from qfdmo.pipeline import apply, download, finish, normalise, stage  # noqa: E402
 from qfdmo.pipeline.fingerprint import forget_record  # noqa: E402
 from qfdmo.pipeline.parallel_normalise import default_processes  # noqa: E402

@@ -9,7 +9,8 @@ from typing import Any
 import psycopg
 import pytest
 from qfdmo.carte_db import StagingError, apply, diff, drop_staging, stage
-from qfdmo.carte_db.ingest import WRITTEN_TABLES, _lock_key
+from qfdmo.carte_db.applying import WRITTEN_TABLES
+from qfdmo.carte_db.run_tables import lock_key
 from qfdmo.carte_db.staging_format import (
     ACTEUR_COLUMNS,
     ACTEUR_SERVICES_FILE,
@@ -446,7 +447,7 @@ def test_lieu_prestation_not_given_is_null(conn, tmp_path):
 def test_two_runs_of_the_same_sources_do_not_interleave(conn, carte_dsn, tmp_path):
     stage(conn, "t", write_run(tmp_path / "r1", [acteur(1)]), SOURCES)
     with psycopg.connect(carte_dsn) as other:
-        other.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(SOURCES),))  # a run of refashion is applying
+        other.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(SOURCES),))  # a run of refashion is applying
         done = threading.Event()
         worker = threading.Thread(target=lambda: (apply(conn, "t", SOURCES), done.set()))
         worker.start()
