@@ -107,6 +107,7 @@ def ingest(declaration, url: str, dsn: str, work: Path, name: str) -> dict:
         "diff": staged["diff"],
         "rows_written": applied["total_rows_written"],
         "stage_seconds": staged.get("seconds", {}),
+        "stage_statements": staged.get("statement_seconds", {}),
         "apply_statements": applied.get("statement_seconds", {}),
         "skipped": bool(applied.get("skipped")),
         "run_dir": run_dir,
@@ -272,6 +273,7 @@ def main() -> int:
         f"(target <= {FIRST_LOAD_MAX_RATIO:.1f}x); {first['rows_written']:,} rows written [{steps}]"
     )
     print("  stage:                 " + ", ".join(f"{k} {v:.1f}s" for k, v in first["stage_seconds"].items()))
+    print("  stage, per statement:  " + ", ".join(f"{k} {v:.1f}s" for k, v in first["stage_statements"].items()))
     print("  apply, per statement:  " + ", ".join(f"{k} {v:.1f}s" for k, v in first["apply_statements"].items()))
     print(
         f"unchanged re-run:        {again['total']:.1f} s (target <= {UNCHANGED_MAX_S:.0f} s); "

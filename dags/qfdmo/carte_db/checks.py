@@ -133,24 +133,24 @@ def check_sets(cur: psycopg.Cursor, t: RunTables, source_codes: SourceCodes, lap
             [("acteurservice_id IS NULL", "acteur_service_code", t.services_raw, "qfdmo_acteurservice")],
         ),
     ]
-    orphans: list[str] = []
     for table, name, unresolved in sets:
         conditions = sql.SQL(", ").join(
             sql.SQL("count(*) FILTER (WHERE " + condition + ")") for condition, *_ in unresolved
         )
-        without_acteur, *unresolved_counts = one_row(
-            cur.execute(s.q(s.CHECK_SET_COUNTS, a=t.acteurs_raw, x=table, conditions=conditions))
-        )
-        if without_acteur:
-            orphans.append(f"{without_acteur} {name}")
+        unresolved_counts = one_row(cur.execute(s.q(s.CHECK_SET_COUNTS, x=table, conditions=conditions)))
         for count, (_, column, raw, ref) in zip(unresolved_counts, unresolved, strict=True):
             if count:
                 problems.append(_unknown_codes(cur, column, raw, ref))
         lap(f"check {name}")
         cur.execute(s.q(s.ANALYZE_KEY, t=table))
         lap(f"analyze {name}")
+    orphans = dict(
+        cur.execute(s.q(s.CHECK_ORPHANS, p=t.propositions, l=t.labels, s=t.services, a=t.acteurs_raw)).fetchall()
+    )
+    lap("check sets without acteur")
     if orphans:
-        problems.append(f"{', '.join(orphans)} of an identifiant_unique without acteur line")
+        named = ", ".join(f"{orphans[name]} {name}" for _, name, _ in sets if name in orphans)
+        problems.append(f"{named} of an identifiant_unique without acteur line")
     return problems
 
 

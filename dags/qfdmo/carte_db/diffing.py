@@ -46,37 +46,52 @@ def set_signatures(
 
 
 def compute_diff(cur: psycopg.Cursor, t: RunTables, source_codes: SourceCodes, lap: Laps) -> DiffResult:
-    """(Re)create the run's diff table and count it, on `cur`'s transaction."""
-    _staged_signatures(cur, t)
-    lap("diff: sign staged sets")
+    """(Re)create the run's diff table and count it, on `cur`'s transaction.
+
+    The diff table lists the new, changed and inactive staged acteurs and those to deactivate;
+    when no staged acteur is in the carte yet (a first load), it lists only those to deactivate,
+    and nothing is signed or compared: the staged acteurs are the new ones.
+    """
+    staged_count = one_row(cur.execute(s.q(s.COUNT, t=t.acteurs)))[0]
+    every_new = not one_row(cur.execute(s.q(s.ANY_STAGED_IN_CARTE, a=t.acteurs)))[0]
+    lap("diff: any staged acteur in the carte")
     cur.execute(s.q(s.DROP_TABLE, t=t.diff))
-    cur.execute(
-        s.q(
-            s.CREATE_DIFF,
-            d=t.diff,
-            a=t.acteurs,
-            sets=t.sets,
-            managed=column_list("a"),
-            staged=column_list("m"),
-            db_signatures=set_signatures(
-                propositions=s.q(s.DB_PROPOSITIONS, a=t.acteurs),
-                sous_categories=s.q(s.DB_SOUS_CATEGORIES, a=t.acteurs),
-                labels=s.q(s.DB_LABELS, a=t.acteurs),
-                services=s.q(s.DB_SERVICES, a=t.acteurs),
+    if every_new:
+        cur.execute(s.q(s.CREATE_DIFF_EVERY_NEW, d=t.diff), {"sources": list(source_codes)})
+    else:
+        _staged_signatures(cur, t, staged_count)
+        lap("diff: sign staged sets")
+        cur.execute(
+            s.q(
+                s.CREATE_DIFF,
+                d=t.diff,
+                a=t.acteurs,
+                sets=t.sets,
+                managed=column_list("a"),
+                staged=column_list("m"),
+                db_signatures=set_signatures(
+                    propositions=s.q(s.DB_PROPOSITIONS, a=t.acteurs),
+                    sous_categories=s.q(s.DB_SOUS_CATEGORIES, a=t.acteurs),
+                    labels=s.q(s.DB_LABELS, a=t.acteurs),
+                    services=s.q(s.DB_SERVICES, a=t.acteurs),
+                ),
             ),
-        ),
-        {"sources": list(source_codes)},
-    )
+            {"sources": list(source_codes)},
+        )
     lap("diff: diff table")
     cur.execute(s.q(s.ANALYZE, t=t.diff))
     counts: dict[str, int] = dict(cur.execute(s.q(s.DIFF_COUNTS, d=t.diff)).fetchall())
-    staged_count = one_row(cur.execute(s.q(s.COUNT, t=t.acteurs)))[0]
+    if every_new:
+        counts["new"] = staged_count
     counts["unchanged"] = staged_count - sum(counts.get(k, 0) for k in ("new", "changed", "inactive"))
     active_before = one_row(cur.execute(s.ACTIVE_BEFORE, (list(source_codes),)))[0]
     examples: dict[str, list[str]] = {}
     for kind in ("new", "changed", "to_deactivate", "inactive"):
         if counts.get(kind):
-            cur.execute(s.q(s.DIFF_EXAMPLES, d=t.diff), (kind, EXAMPLES))
+            if every_new and kind == "new":
+                cur.execute(s.q(s.STAGED_EXAMPLES, a=t.acteurs), (EXAMPLES,))
+            else:
+                cur.execute(s.q(s.DIFF_EXAMPLES, d=t.diff), (kind, EXAMPLES))
             examples[kind] = [r[0] for r in cur.fetchall()]
     lap("diff: counts")
     result = DiffResult(
@@ -93,7 +108,7 @@ def compute_diff(cur: psycopg.Cursor, t: RunTables, source_codes: SourceCodes, l
     return result
 
 
-def _staged_signatures(cur: psycopg.Cursor, t: RunTables) -> None:
+def _staged_signatures(cur: psycopg.Cursor, t: RunTables, staged: int) -> None:
     """Add to the sets table the signature of each staged acteur that exists in qfdmo_acteur and
     has none yet, the same function compute_diff() applies to the qfdmo tables.
 
@@ -105,7 +120,6 @@ def _staged_signatures(cur: psycopg.Cursor, t: RunTables) -> None:
     cur.execute(s.q(s.DROP_TABLE, t=t.todo))
     cur.execute(s.q(s.CREATE_TODO, todo=t.todo, a=t.acteurs, sets=t.sets))
     todo = cur.rowcount
-    staged = one_row(cur.execute(s.q(s.COUNT, t=t.acteurs)))[0]
     if todo == 0:
         cur.execute(s.q(s.DROP_TABLE, t=t.todo))
         return

@@ -90,6 +90,9 @@ def staging_settings(cur: psycopg.Cursor) -> None:
     session_settings(cur)
     # Staging statistics only guide joins: a small sample is enough and much cheaper.
     cur.execute("SET LOCAL default_statistics_target = 10")
+    # The staging already runs on two connections of a 2-core machine: parallel workers would only
+    # compete with them, each rebuilding the same sort or hash (the raw tables have no statistics).
+    cur.execute("SET LOCAL max_parallel_workers_per_gather = 0")
 
 
 def drop_staging(conn: psycopg.Connection, run_key: str) -> None:

@@ -22,7 +22,6 @@ from psycopg import sql
 from qfdmo.carte_db import statements as s
 from qfdmo.carte_db.checks import check_acteurs, check_sets
 from qfdmo.carte_db.diffing import compute_diff
-from qfdmo.carte_db.queries import one_row
 from qfdmo.carte_db.results import StageResult, StagingError
 from qfdmo.carte_db.run_tables import (
     STAGING_SCHEMA,
@@ -91,10 +90,10 @@ def stage(
     with conn.transaction(), conn.cursor() as cur:
         staging_settings(cur)
         lap = Laps()
-        acteurs = one_row(cur.execute(s.q(s.COUNT, t=t.acteurs)))[0]
         result = compute_diff(cur, t, source_codes, lap)
         seconds["diff"] = time.perf_counter() - started
     statements |= lap.seconds
+    acteurs = result.new + result.changed + result.unchanged + result.inactive
     return StageResult(
         run_key=run_key,
         rows=rows,
@@ -190,6 +189,8 @@ def _stage_acteurs(cur: psycopg.Cursor, t: RunTables, run_dir: Path, lap: Laps) 
     ):
         rows[filename] = _load_raw(cur, table, run_dir, filename)
         lap(f"copy {filename}")
+    # Sorted, not hashed then sorted: one pass gives the distinct rows in key order.
+    cur.execute("SET LOCAL enable_hashagg = off")
     for merged, raw, reference, code, id_column in (
         (t.labels, t.labels_raw, "qfdmo_labelqualite", "label_code", "labelqualite_id"),
         (t.services, t.services_raw, "qfdmo_acteurservice", "acteur_service_code", "acteurservice_id"),
@@ -204,6 +205,7 @@ def _stage_acteurs(cur: psycopg.Cursor, t: RunTables, run_dir: Path, lap: Laps) 
                 id=sql.Identifier(id_column),
             )
         )
+    cur.execute("SET LOCAL enable_hashagg = on")
     lap("merge labels and services")
     # Signatures of the staged sets, filled by the diff for the acteurs that already exist
     # (a new acteur has nothing to compare with: a first load computes none).

@@ -21,7 +21,9 @@ def q(template: str, **fragments: sql.Composable) -> sql.Composed:
 CREATE_SCHEMA = "CREATE SCHEMA IF NOT EXISTS {schema}"
 DROP_TABLE = "DROP TABLE IF EXISTS {t}"
 CREATE_RAW = "CREATE UNLOGGED TABLE {t} ({defs}) WITH (autovacuum_enabled = false)"
-COPY_IN = "COPY {t} FROM STDIN"
+# FREEZE: the table was created by the same transaction, so its rows can be written frozen and the
+# merge that reads them sets no hint bits (it would otherwise rewrite every page it reads).
+COPY_IN = "COPY {t} FROM STDIN (FREEZE)"
 COUNT = "SELECT count(*) FROM {t}"
 
 # One row per (acteur, action) with the union of its sous-catégories over duplicate rows; unknown
@@ -81,12 +83,20 @@ CHECK_COLLISIONS = (
 )
 ADD_PRIMARY_KEY = "ALTER TABLE {a} ADD PRIMARY KEY (identifiant_unique)"
 ANALYZE_KEY = "ANALYZE {t} (identifiant_unique)"
-# The anti-join in a subquery of its own: inside FILTER it would run once per row.
-CHECK_SET_COUNTS = (
-    "SELECT (SELECT count(*) FROM {x} x WHERE NOT EXISTS"
-    "          (SELECT FROM {a} a WHERE a.identifiant_unique = x.identifiant_unique)),"
-    " {conditions} FROM {x}"
-)
+CHECK_SET_COUNTS = "SELECT {conditions} FROM {x}"
+# Rows of the three sets whose identifiant_unique has no acteur line: one anti-join, so the acteurs'
+# keys are hashed once for the three.
+CHECK_ORPHANS = """
+    SELECT name, count(*) FROM (
+        SELECT 'propositions' AS name, identifiant_unique FROM {p}
+        UNION ALL
+        SELECT 'labels', identifiant_unique FROM {l}
+        UNION ALL
+        SELECT 'services', identifiant_unique FROM {s}
+    ) x
+    WHERE NOT EXISTS (SELECT FROM {a} a WHERE a.identifiant_unique = x.identifiant_unique)
+    GROUP BY name
+"""
 VALUES_OUTSIDE = "SELECT {c}, count(*) FROM {a} WHERE NOT ({c} = ANY(%s)) GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 10"
 UNKNOWN_CODES = (
     "SELECT r.{c}, count(*) FROM {raw} r LEFT JOIN {ref} x ON x.code = r.{c}"
@@ -123,6 +133,19 @@ CREATE_DIFF = """
     WHERE s.code = ANY(%(sources)s) AND a.statut = 'ACTIF'
       AND NOT EXISTS (SELECT FROM {a} m WHERE m.identifiant_unique = a.identifiant_unique)
 """
+# When no staged acteur is in the carte yet (a first load), every one is new: the diff table then
+# holds the acteurs to deactivate only, and the new ones are the staged acteurs themselves.
+ANY_STAGED_IN_CARTE = (
+    "SELECT EXISTS (SELECT FROM {a} m JOIN qfdmo_acteur a ON a.identifiant_unique = m.identifiant_unique)"
+)
+CREATE_DIFF_EVERY_NEW = """
+    CREATE UNLOGGED TABLE {d} WITH (autovacuum_enabled = false) AS
+    SELECT a.identifiant_unique::text AS identifiant_unique, text 'to_deactivate' AS kind
+    FROM qfdmo_acteur a
+    JOIN qfdmo_source s ON s.id = a.source_id
+    WHERE s.code = ANY(%(sources)s) AND a.statut = 'ACTIF'
+"""
+STAGED_EXAMPLES = "SELECT identifiant_unique FROM {a} LIMIT %s"
 ANALYZE = "ANALYZE {t}"
 DIFF_COUNTS = "SELECT kind, count(*) FROM {d} GROUP BY kind"
 ACTIVE_BEFORE = (
