@@ -144,7 +144,7 @@ def check_sets(cur: psycopg.Cursor, t: RunTables, source_codes: SourceCodes, lap
         lap(f"check {name}")
         cur.execute(s.q(s.ANALYZE_KEY, t=table))
         lap(f"analyze {name}")
-    orphans = dict(
+    orphans: dict[str, int] = dict(
         cur.execute(s.q(s.CHECK_ORPHANS, p=t.propositions, l=t.labels, s=t.services, a=t.acteurs_raw)).fetchall()
     )
     lap("check sets without acteur")
