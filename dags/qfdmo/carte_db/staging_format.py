@@ -76,9 +76,9 @@ ACTEUR_COLUMNS: tuple[str, ...] = tuple(c.name for c in ACTEUR_FIELDS)
 TEXT_COLUMNS: tuple[ActeurColumn, ...] = tuple(c for c in ACTEUR_FIELDS if c.kind == "text")
 BOOL_COLUMNS: tuple[ActeurColumn, ...] = tuple(c for c in ACTEUR_FIELDS if c.kind == "bool")
 CODE_COLUMNS: tuple[ActeurColumn, ...] = tuple(c for c in ACTEUR_FIELDS if c.kind == "code")
-# The qfdmo_acteur columns a run writes and the diff compares; every other column of the table
-# (nom_officiel, naf_principal, commentaires, siret_is_closed, action_principale_id, statut's
-# history) is left as it is.
+# The qfdmo_acteur columns a run writes and the diff compares (statut and modifie_le are the apply's
+# own); every other column (nom_officiel, naf_principal, commentaires, siret_is_closed,
+# action_principale_id, cree_le) is left as it is.
 MANAGED_COLUMNS: tuple[str, ...] = (
     *(c.name for c in TEXT_COLUMNS),
     *(c.name for c in BOOL_COLUMNS),
