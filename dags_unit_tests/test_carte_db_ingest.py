@@ -9,9 +9,14 @@ from typing import Any
 import psycopg
 import pytest
 from qfdmo.carte_db import StagingError, apply, diff, drop_staging, stage
-from qfdmo.carte_db.ingest import WRITTEN_TABLES, _lock_key
+from qfdmo.carte_db.applying import WRITTEN_TABLES
 from qfdmo.carte_db.run_files import Links, RunFileWriter
-from qfdmo.carte_db.staging_format import ACTEUR_COLUMNS, LABELS_FILE, PROPOSITIONS_FILE
+from qfdmo.carte_db.run_tables import lock_key
+from qfdmo.carte_db.staging_format import (
+    ACTEUR_COLUMNS,
+    LABELS_FILE,
+    PROPOSITIONS_FILE,
+)
 
 SOURCES = ["refashion"]
 ALL_TABLES = (
@@ -241,6 +246,25 @@ def test_acteurs_absent_from_the_feed_are_deactivated_then_reactivated(conn, tmp
     )
 
 
+def test_a_feed_whose_identifiants_all_changed_is_all_new_and_deactivates_the_old_ones(conn, tmp_path):
+    # No staged acteur is in the carte: the diff takes its first-load path, deactivations included.
+    run(conn, write_run(tmp_path / "r1", [acteur(n) for n in range(1, 4)]))
+    renamed = [acteur(n, identifiant_unique=f"refashion_NEW-{n}", identifiant_externe=f"NEW-{n}") for n in (1, 2)]
+    staged, applied = run(conn, write_run(tmp_path / "r2", renamed), key="t2")
+    assert (staged.diff.new, staged.diff.changed, staged.diff.unchanged) == (2, 0, 0)
+    assert (staged.diff.to_deactivate, staged.diff.active_before) == (3, 3)
+    assert {kind: sorted(examples) for kind, examples in staged.diff.examples.items()} == {
+        "new": ["refashion_NEW-1", "refashion_NEW-2"],
+        "to_deactivate": ["refashion_PAV-1", "refashion_PAV-2", "refashion_PAV-3"],
+    }
+    assert applied.diff == staged.diff
+    assert applied.rows_written["qfdmo_acteur"] == 5
+    statuts = dict(conn.execute("SELECT identifiant_unique, statut FROM qfdmo_acteur"))
+    assert statuts == {"refashion_PAV-1": "SUPPRIME", "refashion_PAV-2": "SUPPRIME", "refashion_PAV-3": "SUPPRIME",
+                       "refashion_NEW-1": "ACTIF", "refashion_NEW-2": "ACTIF"}
+    assert sets_of(conn, "refashion_NEW-2") == sets_of(conn, "refashion_PAV-2")
+
+
 def test_duplicate_rows_are_merged(conn, tmp_path):
     feed = [
         acteur(1, nom="Premier", labels=["refashion"], ps={"trier": ["vetement"]}),
@@ -429,7 +453,7 @@ def test_lieu_prestation_not_given_is_null(conn, tmp_path):
 def test_two_runs_of_the_same_sources_do_not_interleave(conn, carte_dsn, tmp_path):
     stage(conn, "t", write_run(tmp_path / "r1", [acteur(1)]), SOURCES)
     with psycopg.connect(carte_dsn) as other:
-        other.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(SOURCES),))  # a run of refashion is applying
+        other.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(SOURCES),))  # a run of refashion is applying
         done = threading.Event()
         worker = threading.Thread(target=lambda: (apply(conn, "t", SOURCES), done.set()))
         worker.start()

@@ -4,12 +4,16 @@ is what was written, whatever the values hold."""
 from __future__ import annotations
 
 import psycopg
+from qfdmo.carte_db.checks import length_limits
+from qfdmo.carte_db.contract import load_contract
 from qfdmo.carte_db.run_files import NULL, Links, RunFileWriter, copy_text, escape
 from qfdmo.carte_db.staging_format import (
     ACTEUR_COLUMNS,
+    ACTEUR_FIELDS,
     ACTEURS_FILE,
     FILES,
     LABELS_FILE,
+    MANAGED_COLUMNS,
     PROPOSITIONS_FILE,
 )
 
@@ -90,3 +94,17 @@ def test_postgresql_reads_back_what_was_written(carte_dsn, tmp_path):
         labels = conn.execute("SELECT identifiant_unique, label_code FROM l ORDER BY n").fetchall()
     assert back == [(f"id\t{n}\\", nom.replace("\x00", ""), i, f, b) for n, (nom, i, f, b) in enumerate(TRICKY)]
     assert labels == [(f"id\t{n}\\", f"label {nom}".replace("\x00", "")) for n, (nom, *_) in enumerate(TRICKY)]
+
+
+def test_managed_columns_derive_from_the_one_column_declaration():
+    acteur = load_contract()["qfdmo_acteur"].columns
+    stored = {c.name for c in ACTEUR_FIELDS if c.kind in ("text", "bool")}
+    stored |= {c.stored_as for c in ACTEUR_FIELDS if c.stored_as}
+    assert set(MANAGED_COLUMNS) == stored and len(MANAGED_COLUMNS) == len(stored)
+    assert set(MANAGED_COLUMNS) <= set(acteur)
+    # Columns the feed does not carry are left to the webapp.
+    assert not {"nom_officiel", "naf_principal", "commentaires", "statut", "cree_le"} & set(MANAGED_COLUMNS)
+    # Length limits come from the webapp's contract, for the limited text columns only.
+    limits = dict(length_limits())
+    assert limits["code_postal"] == 10 and limits["url"] == 2048 and "description" not in limits
+    assert "horaires_osm" not in limits  # varchar without a limit

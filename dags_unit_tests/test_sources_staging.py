@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-from qfdmo.carte_db import ingest
+from qfdmo.carte_db import apply, drop_staging, stage
 from qfdmo.carte_db.reference import load_reference_codes
 from qfdmo.sources import load_declarations, normalise
 from test_sources_normalise import eo_row
@@ -24,13 +24,13 @@ def test_normalised_files_stage_and_apply(carte_dsn, tmp_path, code):
     ]
     with psycopg.connect(carte_dsn, autocommit=True) as conn:
         report = normalise(declaration, rows, load_reference_codes(conn), tmp_path)
-        staged = ingest.stage(conn, "t1", tmp_path, declaration.source_codes)
+        staged = stage(conn, "t1", tmp_path, declaration.source_codes)
         per_source = 2 if code == "ocab" else 1
         assert report.duplicates == per_source
         assert staged.duplicates_merged == per_source
         assert staged.acteurs == report.acteurs_written - report.duplicates
         assert staged.diff.new == staged.acteurs
-        ingest.apply(conn, "t1", declaration.source_codes)
+        apply(conn, "t1", declaration.source_codes)
         prefix = "ocab_valobat" if code == "ocab" else "refashion"
         nom, lieu, public, exclusivite, has_location = conn.execute(
             "SELECT nom, lieu_prestation, public_accueilli, exclusivite_de_reprisereparation, location IS NOT NULL"
@@ -47,4 +47,4 @@ def test_normalised_files_stage_and_apply(carte_dsn, tmp_path, code):
             "SELECT identifiant_externe, location IS NULL, exclusivite_de_reprisereparation FROM qfdmo_acteur"
             " WHERE identifiant_unique = %s", (f"{prefix}_AB-1234_d",)).fetchone()
         assert digital == ("AB/12 34_d", True, None)
-        ingest.drop_staging(conn, "t1")
+        drop_staging(conn, "t1")

@@ -106,6 +106,7 @@ class Staged(StepResult):
     duplicates_merged: int
     diff: Diff
     seconds: dict[str, float]
+    statement_seconds: dict[str, float] = {}
     max_deactivation_share: float
     needs_approval: bool
     seconds_total: float

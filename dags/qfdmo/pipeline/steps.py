@@ -166,6 +166,7 @@ def stage(
         duplicates_merged=result.duplicates_merged,
         diff=Diff.from_dict(diff.as_dict()),
         seconds=result.seconds,
+        statement_seconds=result.statement_seconds,
         max_deactivation_share=max_deactivation_share,
         needs_approval=needs_approval(diff.to_deactivate, diff.active_before, max_deactivation_share),
         seconds_total=round(time.perf_counter() - started, 3),
