@@ -134,7 +134,7 @@ def _model_columns(conn: psycopg.Connection, target: Target) -> list[tuple[str, 
 def _comparable(alias: str, column: str, udt: str) -> sql.Composable:
     ref = sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(column))
     # geography has no plain equality: compare the exact bytes.
-    return sql.SQL("ST_AsEWKB({})").format(ref) if udt in ("geography", "geometry") else ref
+    return sql.SQL("ST_AsEWKB({}::geometry)").format(ref) if udt in ("geography", "geometry") else ref
 
 
 def _key_match(target: Target, left: str, right: str) -> sql.Composable:
