@@ -181,7 +181,8 @@ def test_overlay_of_text_sentinel_non_text_and_cree_le(carte):
 
 
 def test_statut_of_a_removed_acteur_wins_over_its_revision(carte):
-    assert _one(carte["conn"], "SELECT statut, est_dans_carte FROM qfdmo_vueacteur WHERE identifiant_unique = 'supprime'") \
+    assert _one(carte["conn"], "SELECT statut, est_dans_carte FROM qfdmo_vueacteur"
+                               " WHERE identifiant_unique = 'supprime'") \
         == {"statut": "SUPPRIME", "est_dans_carte": False}
 
 
@@ -211,10 +212,13 @@ def test_parent_gets_the_union_of_its_active_children(carte):
         " WHERE displayedacteur_id = 'p1'")}
     assert sources == {"refashion", "ecomaison", "cmareparacteur"}
     assert {r[0] for r in conn.execute(
-        "SELECT type || ':' || valeur FROM qfdmo_displayedperimetreadomicile WHERE acteur_id = 'p1'")} == {"KILOMETRIQUE:30"}
-    parent = _one(conn, "SELECT nom, lieu_prestation, source_id FROM qfdmo_displayedacteur WHERE identifiant_unique = 'p1'")
+        "SELECT type || ':' || valeur FROM qfdmo_displayedperimetreadomicile WHERE acteur_id = 'p1'")} \
+        == {"KILOMETRIQUE:30"}
+    parent = _one(conn, "SELECT nom, lieu_prestation, source_id FROM qfdmo_displayedacteur"
+                        " WHERE identifiant_unique = 'p1'")
     assert parent == {"nom": "Parent un", "lieu_prestation": "SUR_PLACE_OU_A_DOMICILE", "source_id": None}
-    vue = _one(conn, "SELECT est_parent, nombre_enfants, liste_enfants FROM qfdmo_vueacteur WHERE identifiant_unique = 'p1'")
+    vue = _one(conn, "SELECT est_parent, nombre_enfants, liste_enfants FROM qfdmo_vueacteur"
+                     " WHERE identifiant_unique = 'p1'")
     assert vue == {"est_parent": True, "nombre_enfants": 4, "liste_enfants": sorted(CHILDREN_OF_P1)}
     children = conn.execute("SELECT identifiant_unique, parent_id, est_dans_carte FROM qfdmo_vueacteur"
                             " WHERE parent_id = 'p1' ORDER BY 1").fetchall()
@@ -233,7 +237,8 @@ def test_children_and_parents_that_are_not_displayed(carte):
 def test_bad_parent_links_leave_orphans_counted_in_the_report(carte):
     conn = carte["conn"]
     vue = dict(conn.execute("SELECT identifiant_unique, parent_id FROM qfdmo_vueacteur WHERE identifiant_unique"
-                            " = ANY(%s)", (["petit_enfant", "cycle_a", "cycle_b", "orphelin", "parent_enfant"],)).fetchall())
+                            " = ANY(%s)", (["petit_enfant", "cycle_a", "cycle_b", "orphelin", "parent_enfant"],),
+                            ).fetchall())
     assert vue == {"petit_enfant": None, "cycle_a": None, "cycle_b": None, "orphelin": None,
                    "parent_enfant": "grand_parent"}
     stats = build_statistics(conn)

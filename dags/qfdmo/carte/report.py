@@ -24,7 +24,8 @@ def build_statistics(conn: psycopg.Connection) -> dict[str, Any]:
     return {
         "displayed_by_source": _pairs(conn,
             f"SELECT coalesce(src.code, '(none)'), count(DISTINCT x.displayedacteur_id)"
-            f" FROM {s}.carte_acteur_sources x JOIN qfdmo_source src ON src.id = x.source_id GROUP BY 1 ORDER BY 2 DESC, 1"),
+            f" FROM {s}.carte_acteur_sources x JOIN qfdmo_source src ON src.id = x.source_id"
+            f" GROUP BY 1 ORDER BY 2 DESC, 1"),
         "displayed_by_acteur_type": _pairs(conn,
             f"SELECT t.code, count(*) FROM {s}.carte_acteur a JOIN qfdmo_acteurtype t ON t.id = a.acteur_type_id"
             f" GROUP BY 1 ORDER BY 2 DESC, 1"),
@@ -71,7 +72,8 @@ def to_text(report: dict[str, Any]) -> str:
         lines.append(f"  guard: displayed {guard.get('displayed_current')} -> {guard.get('displayed_new')}"
                      f" (drop {guard.get('drop_share', 0):.1%}, max {guard.get('max_drop_share', 0):.1%})"
                      f"{' -> approval needed' if guard.get('needs_approval') else ''}")
-    before, after, written = report.get("rows_before") or {}, report.get("rows_after") or {}, report.get("rows_written") or {}
+    before, after = report.get("rows_before") or {}, report.get("rows_after") or {}
+    written = report.get("rows_written") or {}
     if before:
         lines.append("  rows per table (before -> after; deleted/updated/inserted):")
         for table in before:
