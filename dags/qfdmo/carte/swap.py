@@ -8,6 +8,10 @@ needs ACCESS EXCLUSIVE on every table, queued behind any running query and block
 meanwhile; a quiet day writes a few rows instead of every row and every index. Readers run at READ
 COMMITTED: each statement sees the old set or the new set, never a mix, never an empty table.
 
+The difference is computed first, into temporary tables, without any lock but the readers' own
+(ACCESS SHARE); only then are the tables locked and written, so the write-lock window is the DML
+of the changed rows and the deferred foreign-key checks at COMMIT.
+
 Bounded lock wait: each table is locked just before it is first written, under `lock_timeout`;
 when a lock cannot be had (someone holds a conflicting lock: DDL, VACUUM FULL…), the whole
 transaction is rolled back and retried a few times, then the swap fails with nothing written.
@@ -147,30 +151,42 @@ def _key_match(target: Target, left: str, right: str) -> sql.Composable:
     )
 
 
-def _statements(target: Target, columns: list[tuple[str, str]]) -> dict[str, sql.Composed]:
+def _statements(index: int, target: Target, columns: list[tuple[str, str]]) -> dict[str, dict[str, sql.Composed]]:
+    """`diff`: the rows to delete / update / insert, computed into temporary tables before any
+    lock is taken (only swaps write these tables, and the advisory lock serialises them, so the
+    difference cannot go stale); `apply`: the writes themselves, under the locks."""
     table, model = sql.Identifier(target.table), sql.Identifier(SCHEMA, target.model)
     names = [name for name, _ in columns]
     values = [(name, udt) for name, udt in columns if name not in target.key]
-    statements = {
-        "deleted": sql.SQL("DELETE FROM {t} AS t WHERE NOT EXISTS (SELECT 1 FROM {m} AS m WHERE {match})").format(
-            t=table, m=model, match=_key_match(target, "m", "t")),
-        "inserted": sql.SQL(
-            "INSERT INTO {t} ({cols}) SELECT {mcols} FROM {m} AS m"
-            " WHERE NOT EXISTS (SELECT 1 FROM {t} AS t WHERE {match})").format(
-            t=table, m=model, cols=sql.SQL(", ").join(map(sql.Identifier, names)),
-            mcols=sql.SQL(", ").join(sql.SQL("m.{}").format(sql.Identifier(n)) for n in names),
-            match=_key_match(target, "m", "t")),
+    deleted, updated, inserted = (sql.Identifier(f"swap_{kind}_{index}") for kind in ("deleted", "updated", "inserted"))
+    cols = sql.SQL(", ").join(map(sql.Identifier, names))
+    mcols = sql.SQL(", ").join(sql.SQL("m.{}").format(sql.Identifier(n)) for n in names)
+    keys = sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(k)) for k in target.key)
+    diff = {
+        "deleted": sql.SQL("CREATE TEMP TABLE {d} ON COMMIT DROP AS SELECT {keys} FROM {t} AS t"
+                           " WHERE NOT EXISTS (SELECT 1 FROM {m} AS m WHERE {match})").format(
+            d=deleted, keys=keys, t=table, m=model, match=_key_match(target, "m", "t")),
+        "inserted": sql.SQL("CREATE TEMP TABLE {i} ON COMMIT DROP AS SELECT {mcols} FROM {m} AS m"
+                            " WHERE NOT EXISTS (SELECT 1 FROM {t} AS t WHERE {match})").format(
+            i=inserted, mcols=mcols, t=table, m=model, match=_key_match(target, "m", "t")),
+    }
+    apply = {
+        "deleted": sql.SQL("DELETE FROM {t} AS t USING {d} AS m WHERE {match}").format(
+            t=table, d=deleted, match=_key_match(target, "m", "t")),
+        "inserted": sql.SQL("INSERT INTO {t} ({cols}) SELECT {cols} FROM {i}").format(t=table, cols=cols, i=inserted),
     }
     if values:
-        statements["updated"] = sql.SQL(
-            "UPDATE {t} AS t SET {assign} FROM {m} AS m WHERE {match}"
-            " AND ({old}) IS DISTINCT FROM ({new})").format(
-            t=table, m=model, match=_key_match(target, "m", "t"),
-            assign=sql.SQL(", ").join(sql.SQL("{} = m.{}").format(sql.Identifier(n), sql.Identifier(n))
-                                      for n, _ in values),
+        diff["updated"] = sql.SQL(
+            "CREATE TEMP TABLE {u} ON COMMIT DROP AS SELECT {mcols} FROM {m} AS m JOIN {t} AS t ON {match}"
+            " WHERE ({old}) IS DISTINCT FROM ({new})").format(
+            u=updated, mcols=mcols, t=table, m=model, match=_key_match(target, "m", "t"),
             old=sql.SQL(", ").join(_comparable("t", n, u) for n, u in values),
             new=sql.SQL(", ").join(_comparable("m", n, u) for n, u in values))
-    return statements
+        apply["updated"] = sql.SQL("UPDATE {t} AS t SET {assign} FROM {u} AS m WHERE {match}").format(
+            t=table, u=updated, match=_key_match(target, "m", "t"),
+            assign=sql.SQL(", ").join(sql.SQL("{} = m.{}").format(sql.Identifier(n), sql.Identifier(n))
+                                      for n, _ in values))
+    return {"diff": diff, "apply": apply}
 
 
 def _apply(conn: psycopg.Connection, lock_timeout_s: float, max_drop_share: float, force: bool,
@@ -180,8 +196,21 @@ def _apply(conn: psycopg.Connection, lock_timeout_s: float, max_drop_share: floa
     result.guard = guard_check(conn, max_drop_share)
     if result.guard["needs_approval"] and not force:
         raise _GuardStop
-    columns = {t.table: _model_columns(conn, t) for t in TARGETS}
-    statements = {t.table: _statements(t, columns[t.table]) for t in TARGETS}
+    statements = {t.table: _statements(i, t, _model_columns(conn, t)) for i, t in enumerate(TARGETS)}
+    written: dict[str, dict[str, int]] = {t.table: {} for t in TARGETS}
+    timings = result.statement_seconds
+
+    def run(target: Target, phase: str, kind: str) -> None:
+        mark = time.perf_counter()
+        count = conn.execute(statements[target.table][phase][kind]).rowcount
+        if phase == "apply":
+            written[target.table][kind] = count
+        timings[f"{target.table}.{phase}.{kind}"] = round(time.perf_counter() - mark, 3)
+
+    for target in TARGETS:
+        result.rows_before[target.table] = _count(conn, None, target.table)
+        for kind in statements[target.table]["diff"]:
+            run(target, "diff", kind)
     locked: set[str] = set()
     window_start: float | None = None
 
@@ -192,24 +221,14 @@ def _apply(conn: psycopg.Connection, lock_timeout_s: float, max_drop_share: floa
             window_start = window_start or time.perf_counter()
             locked.add(target.table)
 
-    written: dict[str, dict[str, int]] = {t.table: {} for t in TARGETS}
-    timings = result.statement_seconds
-
-    def run(target: Target, kind: str) -> None:
-        mark = time.perf_counter()
-        written[target.table][kind] = conn.execute(statements[target.table][kind]).rowcount
-        timings[f"{target.table}.{kind}"] = round(time.perf_counter() - mark, 3)
-
-    for target in TARGETS:
-        result.rows_before[target.table] = _count(conn, None, target.table)
     for target in reversed(TARGETS):  # rows that refer to others go first
         lock(target)
-        run(target, "deleted")
+        run(target, "apply", "deleted")
     for target in TARGETS:
         lock(target)
-        if "updated" in statements[target.table]:
-            run(target, "updated")
-        run(target, "inserted")
+        if "updated" in statements[target.table]["apply"]:
+            run(target, "apply", "updated")
+        run(target, "apply", "inserted")
     result.rows_written = written
     result.rows_after = {
         t.table: result.rows_before[t.table] - written[t.table]["deleted"] + written[t.table]["inserted"]
