@@ -48,41 +48,43 @@ RELATIONS = ("qfdmo_acteur", "qfdmo_propositionservice", "qfdmo_propositionservi
              "qfdmo_acteur_labels", "qfdmo_acteur_acteur_services")
 
 GENERATE = """
+CREATE TEMP TABLE ref AS SELECT
+    (SELECT array_agg(id ORDER BY id) FROM qfdmo_acteurtype WHERE code <> 'acteur_digital') AS types,
+    (SELECT array_agg(id ORDER BY code) FROM qfdmo_source
+     WHERE code IN ('refashion', 'ecomaison', 'ecologic', 'citeo', 'cmareparacteur')) AS sources,
+    (SELECT array_agg(id ORDER BY id) FROM qfdmo_souscategorieobjet) AS sous_categories,
+    (SELECT array_agg(id ORDER BY id) FROM qfdmo_acteurservice) AS services,
+    (SELECT min(id) FROM qfdmo_labelqualite) AS label,
+    (SELECT id FROM qfdmo_action WHERE code = 'reparer') AS reparer,
+    (SELECT id FROM qfdmo_action WHERE code = 'donner') AS donner;
 INSERT INTO qfdmo_acteur (identifiant_unique, nom, identifiant_externe, acteur_type_id, source_id, location,
     public_accueilli, reprise, adresse, code_postal, ville, telephone, lieu_prestation)
-SELECT 'bench_' || n, 'Acteur ' || n, n::text,
-       (SELECT id FROM qfdmo_acteurtype ORDER BY id OFFSET n % 4 LIMIT 1),
-       (SELECT id FROM qfdmo_source WHERE code = (ARRAY['refashion','ecomaison','ecologic','citeo',
-            'cmareparacteur'])[1 + n % 5]),
+SELECT 'bench_' || n, 'Acteur ' || n, n::text, types[1 + n % 4], sources[1 + n % 5],
        ST_SetSRID(ST_MakePoint(-4 + (n % 1000) * 0.012, 42 + (n / 1000) * 0.016), 4326)::geography,
        CASE WHEN n % 50 = 0 THEN 'Professionnels' ELSE 'Particuliers' END, '',
        n || ' rue de la République', lpad((n % 95000 + 1000)::text, 5, '0'), 'Ville ' || (n % 3000),
        CASE WHEN n % 3 = 0 THEN '06' ELSE '01' END || lpad((n % 100000000)::text, 8, '0'),
        CASE WHEN n % 40 = 0 THEN 'A_DOMICILE' ELSE 'SUR_PLACE' END
-FROM generate_series(1, %(acteurs)s) AS n;
+FROM ref, generate_series(1, %(acteurs)s) AS n;
 INSERT INTO qfdmo_propositionservice (acteur_id, action_id)
-SELECT 'bench_' || n, (SELECT id FROM qfdmo_action WHERE code = a)
-FROM generate_series(1, %(acteurs)s) AS n, unnest(ARRAY['reparer', 'donner']) AS a
-WHERE a = 'reparer' OR n % 3 = 0;
+SELECT 'bench_' || n, a FROM ref, generate_series(1, %(acteurs)s) AS n, unnest(ARRAY[reparer, donner]) AS a
+WHERE a = reparer OR n % 3 = 0;
 INSERT INTO qfdmo_propositionservice_sous_categories (propositionservice_id, souscategorieobjet_id)
-SELECT ps.id, sc.id FROM qfdmo_propositionservice ps
-JOIN LATERAL (SELECT id FROM qfdmo_souscategorieobjet ORDER BY id
-              OFFSET ps.id % 20 LIMIT 1 + ps.id % 3) sc ON true;
+SELECT ps.id, sous_categories[1 + (ps.id + k) % 20]
+FROM ref, qfdmo_propositionservice ps, generate_series(0, 2) AS k WHERE k <= ps.id % 3;
 INSERT INTO qfdmo_acteur_labels (acteur_id, labelqualite_id)
-SELECT 'bench_' || n, (SELECT id FROM qfdmo_labelqualite ORDER BY id LIMIT 1)
-FROM generate_series(1, %(acteurs)s, 4) AS n;
+SELECT 'bench_' || n, label FROM ref, generate_series(1, %(acteurs)s, 4) AS n;
 INSERT INTO qfdmo_acteur_acteur_services (acteur_id, acteurservice_id)
-SELECT 'bench_' || n, (SELECT id FROM qfdmo_acteurservice ORDER BY id OFFSET n % 3 LIMIT 1)
-FROM generate_series(1, %(acteurs)s) AS n;
+SELECT 'bench_' || n, services[1 + n % 3] FROM ref, generate_series(1, %(acteurs)s) AS n;
 -- 5,000 parents (revision-only), 15,000 children (2-4 each), 5,000 plain corrections.
 INSERT INTO qfdmo_revisionacteur (identifiant_unique, nom, acteur_type_id, location, public_accueilli, reprise,
     statut)
-SELECT 'bench_parent_' || p, 'Parent ' || p, (SELECT min(id) FROM qfdmo_acteurtype),
-       ST_SetSRID(ST_MakePoint(2, 46), 4326)::geography, 'Particuliers', '', 'ACTIF'
-FROM generate_series(1, 5000) AS p;
+SELECT 'bench_parent_' || p, 'Parent ' || p, types[1], ST_SetSRID(ST_MakePoint(2, 46), 4326)::geography,
+       'Particuliers', '', 'ACTIF'
+FROM ref, generate_series(1, 5000) AS p;
 INSERT INTO qfdmo_revisionacteur (identifiant_unique, public_accueilli, reprise, parent_id)
-SELECT 'bench_' || (1000 + c * 7), '', '', 'bench_parent_' || (1 + c % 5000)
-FROM generate_series(1, 15000) AS c;
+SELECT 'bench_' || (1000 + 7 * row_number() OVER (ORDER BY p, k)), '', '', 'bench_parent_' || p
+FROM generate_series(1, 5000) AS p, generate_series(1, 2 + p % 3) AS k;
 INSERT INTO qfdmo_revisionacteur (identifiant_unique, nom, public_accueilli, reprise)
 SELECT 'bench_' || (200000 + c * 11), 'Corrigé ' || c, '', ''
 FROM generate_series(1, 5000) AS c;
