@@ -18,7 +18,8 @@ DEFAULT_STATE_DIR = REPO_ROOT / ".local"
 
 LOGS_BUCKET = "qfdmo-airflow-logs"
 DAGS_BUCKET = "qfdmo-airflow-dags"
-BUCKETS = (LOGS_BUCKET, DAGS_BUCKET)
+OPENDATA_BUCKET = "qfdmo-opendata"  # export_opendata publishes there (connection s3data)
+BUCKETS = (LOGS_BUCKET, DAGS_BUCKET, OPENDATA_BUCKET)
 
 # Development credentials only: printed by `make run`, refused by the images in preprod/prod.
 UI_USER = "airflow"
@@ -209,6 +210,7 @@ class StackConfig:
             "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
             "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required",
             "AIRFLOW_CONN_S3LOGS": json.dumps(s3logs),
+            "AIRFLOW_CONN_S3DATA": json.dumps(s3logs),  # same local S3, the open-data bucket
             "AIRFLOW_CONN_QFDMO_DJANGO_DB": self.dsn("qfdmo"),
             # The download DAG mirrors this bucket when ENVIRONMENT is not development.
             "CELLAR_ADDON_HOST": self.s3_endpoint_url,

@@ -6,7 +6,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root" || exit 1
 py="$root/.venv/bin/python"
 status=0
-for bench in local_stack dags_sync normalise carte_db_apply ingestion dedup; do
+for bench in local_stack dags_sync normalise carte_db_apply ingestion compute_acteurs dedup; do
   echo "=== bench/$bench.py ==="
   if ! "$py" "bench/$bench.py"; then
     echo "=== bench/$bench.py: target missed ===" >&2

@@ -1,0 +1,2 @@
+{{ config(materialized='view') }}
+{{ unit_relation('int_perimetres', ['type', 'valeur']) }}

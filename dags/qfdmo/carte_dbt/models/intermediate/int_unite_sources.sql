@@ -1,0 +1,2 @@
+{{ config(materialized='view') }}
+{{ unit_relation('int_sources', ['source_id', 'identifiant_externe']) }}

@@ -1,0 +1,3 @@
+select distinct r.unite_id::varchar(255) as vueacteur_id, r.labelqualite_id
+from {{ ref('int_unite_labels') }} as r
+join {{ ref('vue_acteur') }} as v on v.identifiant_unique = r.unite_id

@@ -1,0 +1,4 @@
+{{ config(indexes=[{'columns': ['id'], 'unique': True}]) }}
+select distinct p.ps_id::varchar as id, p.action_id, p.unite_id::varchar(255) as acteur_id
+from {{ ref('int_unite_propositions') }} as p
+join {{ ref('vue_acteur') }} as v on v.identifiant_unique = p.unite_id
