@@ -12,7 +12,7 @@ from devstack.config import REPO_ROOT
 
 def test_the_deployment_ships_every_file_of_the_project():
     sys.path.insert(0, str(REPO_ROOT / "scripts"))
-    from deploy_dags import local_files
+    from dags_delivery.deploy import local_files
 
     shipped = set(local_files(REPO_ROOT / "dags"))
     project = {p.relative_to(REPO_ROOT / "dags").as_posix() for p in PROJECT_DIR.rglob("*") if p.is_file()}

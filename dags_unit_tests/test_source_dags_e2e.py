@@ -369,6 +369,27 @@ def _url(feeds: FeedServer, dataset: str, kind: str) -> str:
     return feeds.datafair_url(dataset, size="3")
 
 
+def _carte_recomputed_by_the_asset(stack, dsn: str) -> None:
+    """compute_acteurs runs on the asset events alone (no one triggers it; events that arrive during
+    a run lead to one next run) until the acteurs the source runs applied are on the carte."""
+    applied = set(_acteurs(dsn, ("cma_reparacteur",)))
+
+    def settled() -> set[str] | None:
+        runs = _api(stack, "GET", "/dags/compute_acteurs/dagRuns?run_type=asset_triggered")["dag_runs"]
+        assert "failed" not in {run["state"] for run in runs}, runs
+        if not runs or any(run["state"] in ("queued", "running") for run in runs):
+            return None
+        with psycopg.connect(dsn) as conn:
+            displayed = {r[0] for r in conn.execute(
+                "SELECT identifiant_unique FROM qfdmo_displayedacteur WHERE source_id ="
+                " (SELECT id FROM qfdmo_source WHERE code = 'cma_reparacteur')")}
+        return displayed or None
+
+    displayed = wait_until(settled, "compute_acteurs to put the applied acteurs on the carte", 600, interval=3)
+    _api(stack, "PATCH", "/dags/compute_acteurs", {"is_paused": True})
+    assert displayed <= applied, sorted(displayed - applied)[:5]
+
+
 def test_other_formats_and_a_failed_run_through_the_scheduler(airflow_stack, feeds):
     dsn = airflow_stack.carte_dsn
     confs = {dag_id: {"endpoint_url": _url(feeds, spec[0], spec[1])} for dag_id, spec in FORMATS.items()}
@@ -377,6 +398,8 @@ def test_other_formats_and_a_failed_run_through_the_scheduler(airflow_stack, fee
     feeds.set_dataset("donnees-eo-aliapur", [])
     before = _snapshot(dsn, ("aliapur",))
 
+    # compute_acteurs listens to the asset the source runs emit: it must start by itself.
+    _api(airflow_stack, "PATCH", "/dags/compute_acteurs", {"is_paused": False})
     first = _run_all(airflow_stack, {**confs, failing: {"endpoint_url": feeds.datafair_url("donnees-eo-aliapur")}})
     for dag_id, (_, _, _, source_codes, expected_new, expected_rejected) in FORMATS.items():
         run_id, state = first[dag_id]
@@ -387,6 +410,8 @@ def test_other_formats_and_a_failed_run_through_the_scheduler(airflow_stack, fee
         assert len(_acteurs(dsn, source_codes)) == expected_new
         [event] = _carte_events(airflow_stack, dag_id, run_id)
         assert event["extra"]["new"] == expected_new
+
+    _carte_recomputed_by_the_asset(airflow_stack, dsn)
 
     # The failed step fails the run by itself (the report only reports); the teardown still ran,
     # and kept the failed run's files for diagnosis; no event.
