@@ -3,13 +3,11 @@ from Debian's `redis-server` package (Valkey's protocol is the same), in memory 
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
-import subprocess
 from pathlib import Path
 
-from devstack.processes import ProcessGroup, StackError, wait_until
+from devstack.processes import ProcessGroup, apt_install, wait_until
 
 REDIS_SERVER = "redis-server"
 APT_PACKAGE = "redis-server"
@@ -17,17 +15,8 @@ APT_PACKAGE = "redis-server"
 
 def provision() -> None:
     """Install redis-server with apt-get when missing (root only), else say what to do."""
-    if shutil.which(REDIS_SERVER):
-        return
-    install = f"apt-get install -y --no-install-recommends {APT_PACKAGE}"
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise StackError(f"The Celery broker needs {APT_PACKAGE}: sudo apt-get update && sudo {install}")
-    print(f"Installing {APT_PACKAGE} with apt-get…", flush=True)
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in ("apt-get update -qq", install + " -qq"):
-        result = subprocess.run(command.split(), env=env, capture_output=True, text=True)
-        if result.returncode != 0:
-            raise StackError(f"`{command}` failed:\n{result.stderr[-2000:]}")
+    if not shutil.which(REDIS_SERVER):
+        apt_install([APT_PACKAGE], f"The Celery broker ({APT_PACKAGE}) is")
 
 
 class BrokerServer:

@@ -8,7 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from devstack.processes import ProcessGroup, StackError, as_user, wait_until
+from devstack.processes import ProcessGroup, StackError, apt_install, as_user, wait_until
 
 PG_BIN = Path(os.environ.get("QFDMO_PG_BIN", "/usr/lib/postgresql/15/bin"))
 POSTGIS_CONTROL = Path("/usr/share/postgresql/15/extension/postgis.control")
@@ -27,20 +27,8 @@ def missing_packages() -> list[str]:
 def provision() -> None:
     """Install PostgreSQL 15 + PostGIS with apt-get when missing (root only), else say what to do."""
     missing = missing_packages()
-    if not missing:
-        return
-    install = "apt-get install -y --no-install-recommends " + " ".join(APT_PACKAGES)
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise StackError(
-            f"PostgreSQL 15 + PostGIS are missing ({', '.join(missing)}).\n"
-            f"Install them as root, then retry:\n  sudo apt-get update && sudo {install}"
-        )
-    print(f"Installing {', '.join(APT_PACKAGES)} with apt-get…", flush=True)
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in ("apt-get update -qq", install + " -qq"):
-        result = subprocess.run(command.split(), env=env, capture_output=True, text=True)
-        if result.returncode != 0:
-            raise StackError(f"`{command}` failed:\n{result.stderr[-2000:]}")
+    if missing:
+        apt_install(APT_PACKAGES, f"PostgreSQL 15 + PostGIS are ({', '.join(missing)})")
 
 
 def server_user() -> str | None:

@@ -29,6 +29,21 @@ def as_user(user: str | None) -> dict:
     return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
 
 
+def apt_install(packages: list[str], what: str) -> None:
+    """Install Debian packages with apt-get (root only); otherwise say which command to run."""
+    import shutil
+
+    install = "apt-get install -y --no-install-recommends " + " ".join(packages)
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        raise StackError(f"{what} missing.\nInstall as root, then retry:\n  sudo apt-get update && sudo {install}")
+    print(f"Installing {', '.join(packages)} with apt-get…", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in ("apt-get update -qq", install + " -qq"):
+        result = subprocess.run(command.split(), env=env, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise StackError(f"`{command}` failed:\n{result.stderr[-2000:]}")
+
+
 def port_in_use(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
