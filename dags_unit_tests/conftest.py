@@ -38,7 +38,7 @@ _INTEGRATION_FIXTURES = frozenset({"test_stack", "postgres", "carte_dsn", "s3_se
 
 # Under pytest-xdist (`make test`: `-n 2 --dist loadgroup`) each worker is its own session with its own
 # throwaway services; the tests on the Airflow stack form one group, so one worker starts one Airflow
-# while the other runs everything else.
+# while the other runs everything else (two Airflow stacks side by side on 2 cores were slower).
 AIRFLOW_GROUP = "airflow_stack"
 
 

@@ -1,4 +1,5 @@
-"""Field-level normalisation rules (2026 rules of pointsapport-columns.md; their words in vocabulary.py).
+"""Field-level normalisation rules (the 2026 rules for the eco-organismes' points d'apport columns,
+summarised in the README, "Règles de normalisation"; their words in vocabulary.py).
 
 Each cleaner takes a raw value as the feed returns it (str, number, bool or None) and returns
 the clean value, plus a warning kind when it had to blank or could not understand the value.
