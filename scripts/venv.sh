@@ -30,9 +30,9 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 start=$(date +%s)
 # (This machine's pip configuration may name local mirrors that do not exist: not our noise.)
-# --no-compile: Python compiles what it imports on first use; compiling every package up front
-# made a cold install much slower (figures in the README, "Démarrage rapide").
-"$venv/bin/pip" install --quiet --disable-pip-version-check --require-hashes --no-deps --no-compile \
+# Bytecode is compiled at install (no --no-compile): the venv is faster to build without it, but
+# then the many Airflow processes of the tests each compile the same modules (README, "Démarrage rapide").
+"$venv/bin/pip" install --quiet --disable-pip-version-check --require-hashes --no-deps \
   -r "$root/airflow-requirements.txt" -r "$root/dev-requirements.txt" \
   2> >(grep -v "^WARNING: Location 'file:" >&2)
 "$venv/bin/pip" check --disable-pip-version-check >/dev/null
