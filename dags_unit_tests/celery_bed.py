@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
-from conftest import AirflowStack  # type: ignore[import-not-found]
+from conftest import AirflowStack
 
 from devstack.config import REPO_ROOT, Ports, StackConfig
 from devstack.processes import free_port, wait_until
@@ -160,9 +160,21 @@ class CeleryStack(AirflowStack):
     def stop_worker(self, name: str) -> None:
         self.stack.stop_worker(name)
 
-    def start_worker(self, name: str) -> None:
-        """Start it again (same name, same data directory) and wait until it answers a ping."""
-        self.stack.start_worker(name)
+    def start_worker(self, name: str, wait: bool = True) -> None:
+        """Start it again (same name, same data directory); wait until it answers a ping, unless
+        told not to (the next test's `restore` waits)."""
+        self.stack.start_worker(name, wait=wait)
+
+    def restore(self) -> None:
+        """Back to a full stack: the broker and both workers running and answering (what each test
+        of `celery_stack` starts from, whatever the previous one stopped or killed)."""
+        running = self.stack.running()
+        if "broker" not in running:
+            self.stack.start_broker()
+        for name in self.worker_names():
+            if name not in running:
+                self.stack.start_worker(name, wait=False)
+        self.stack.wait_for_workers(self.worker_names())
 
     def live_workers(self) -> list[str]:
         return self.stack.live_workers()

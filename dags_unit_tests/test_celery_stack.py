@@ -1,17 +1,24 @@
 """The local stack with QFDMO_EXECUTOR=celery (`celery_stack`, one per session): a real Redis broker
 and two Celery workers as two machines. Tasks of one run spread over both workers; a worker killed
-mid-task loses nothing and applies nothing twice; a broker outage delays tasks without failing them.
+mid-task loses nothing and applies nothing twice; a broker outage holds tasks back without failing
+them.
 The executor choice itself is unit-tested on StackConfig.
 
 The test DAGs block where the test wants with PostgreSQL advisory locks the test holds (no sleep)."""
 
 from __future__ import annotations
 
+import os
+
+import psycopg
 import pytest
 from celery_bed import describe
 
-from devstack.config import EXECUTORS, StackConfig
+from devstack.config import CELERY_EXECUTOR, EXECUTORS, StackConfig
 from devstack.processes import wait_until
+
+# Airflow's CeleryExecutor's line when a publish fails (its CELERY_SEND_ERR_MSG_HEADER).
+CELERY_SEND_ERR_MSG_HEADER = "Error sending Celery workload"
 
 BARRIER_LOCK, KILL_LOCK, BROKER_LOCK = 7301, 7302, 7303
 
@@ -20,6 +27,7 @@ TEST_DAGS = f'''
 import os
 from datetime import datetime, timedelta
 
+import psycopg
 from airflow.sdk import dag, task
 
 CARTE_DSN = os.environ["AIRFLOW_CONN_QFDMO_DJANGO_DB"]
@@ -83,7 +91,8 @@ def test_executor_is_chosen_by_configuration(tmp_path):
     assert "QFDMO_BROKER_PORT" not in local.used_ports()
     celery = StackConfig(state_dir=tmp_path, executor="celery")
     env = celery.airflow_env()
-    assert env["AIRFLOW__CORE__EXECUTOR"] == EXECUTORS["celery"] == "CeleryExecutor"
+    assert env["AIRFLOW__CORE__EXECUTOR"] == EXECUTORS["celery"] == CELERY_EXECUTOR
+    assert str(celery.dags_folder) in env["PYTHONPATH"].split(os.pathsep), "the executor's module"
     assert env["AIRFLOW__CELERY__BROKER_URL"] == f"redis://127.0.0.1:{celery.ports.broker}/0"
     assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql://")
     assert "QFDMO_BROKER_PORT" in celery.used_ports()
@@ -100,16 +109,15 @@ def test_each_worker_is_a_machine_of_its_own(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def test_dags(celery_stack):
-    (celery_stack.dags_folder / "celery_test_dags.py").write_text(TEST_DAGS)
+def test_dags(celery_stack_session) -> None:
+    (celery_stack_session.dags_folder / "celery_test_dags.py").write_text(TEST_DAGS)
     for dag_id in ("celery_barrier", "celery_worker_lost", "celery_broker_down"):
-        celery_stack.wait_for_dag(dag_id)
-    return celery_stack
+        celery_stack_session.wait_for_dag(dag_id)
 
 
-def test_tasks_of_one_run_land_on_both_celery_workers(test_dags):
-    stack = test_dags
-    assert stack.live_workers() == [f"worker{n}@{__import__('os').uname().nodename}" for n in (1, 2)]
+def test_tasks_of_one_run_land_on_both_celery_workers(celery_stack, test_dags):
+    stack = celery_stack
+    assert stack.live_workers() == [f"worker{n}@{os.uname().nodename}" for n in (1, 2)]
     with stack.hold_lock(BARRIER_LOCK):
         run_id = stack.trigger("celery_barrier")
         # Three tasks waiting at once: more than one worker's two slots (parallelism is 3).
@@ -119,3 +127,63 @@ def test_tasks_of_one_run_land_on_both_celery_workers(test_dags):
     rows = stack.task_instances("celery_barrier", run_id)
     assert {row.state for row in rows} == {"success"}, describe(rows)
     assert {row.worker for row in rows} == {"worker1", "worker2"}, describe(rows)
+    # Two machines: each worker writes under its own data directory and scratch.
+    assert stack.worker_data_dir("worker1") != stack.worker_data_dir("worker2")
+
+
+def test_a_worker_killed_mid_task_retries_on_the_other_and_applies_once(celery_stack, test_dags):
+    stack = celery_stack
+    with psycopg.connect(stack.carte_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS celery_test_applied (run_id text, worker text)")
+    victim = None
+    try:
+        with stack.hold_lock(KILL_LOCK) as lock:
+            run_id = stack.trigger("celery_worker_lost")
+            backend = stack.wait_for_lock_waiter(KILL_LOCK)  # its row inserted, not committed
+            first = stack.wait_for_task_state("celery_worker_lost", run_id, "apply_once", ("running",))
+            victim = first.worker
+            stack.kill_worker(victim)
+            # A backend waiting for a lock notices its client is gone only once granted: then it
+            # cannot receive the COMMIT, and PostgreSQL rolls the transaction back.
+            stack.unlock(lock, KILL_LOCK)
+            wait_until(lambda: not stack.backend_alive(backend), "the killed task's connection to close", 30,
+                       interval=0.2)
+        # The scheduler misses the task's heartbeats, fails that try and retries it on the worker left.
+        assert stack.wait_for_run("celery_worker_lost", run_id, timeout=180) == "success"
+        (retried,) = stack.task_instances("celery_worker_lost", run_id)
+        (lost,) = stack.earlier_tries("celery_worker_lost", run_id)
+        survivor = ({"worker1", "worker2"} - {victim}).pop()
+        assert (lost.try_number, lost.worker, lost.state) == (1, victim, "failed"), describe([lost])
+        assert (retried.try_number, retried.worker, retried.state) == (2, survivor, "success"), describe([retried])
+        with psycopg.connect(stack.carte_dsn) as conn:
+            assert conn.execute("SELECT run_id, worker FROM celery_test_applied").fetchall() == [(run_id, survivor)]
+    finally:
+        if victim:
+            stack.start_worker(victim, wait=False)  # the next test waits for it
+
+
+def test_the_broker_down_holds_tasks_back_until_it_is_back(celery_stack, test_dags):
+    from qfdmo.airflow.celery_executor import BROKER_BACK, BROKER_DOWN  # not at collection: imports Celery
+
+    stack = celery_stack
+    with stack.hold_lock(BROKER_LOCK):
+        run_id = stack.trigger("celery_broker_down")
+        stack.wait_for_lock_waiter(BROKER_LOCK)
+        offset = stack.log_size("scheduler")
+        stack.stop_broker()
+    # `before` ends while the broker is down: the scheduler cannot hand `after` to a worker.
+    stack.wait_for_task_state("celery_broker_down", run_id, "before", ("success",))
+    try:
+        log = stack.wait_for_log("scheduler", BROKER_DOWN, offset)
+        assert "1 task(s) wait in the scheduler" in log, log[-3000:]
+        # Airflow's own CeleryExecutor fails the task at this very loop ("Error sending Celery workload").
+        assert CELERY_SEND_ERR_MSG_HEADER not in log, log[-3000:]
+        (after,) = [row for row in stack.task_instances("celery_broker_down", run_id) if row.task_id == "after"]
+        assert (after.state, after.try_number) == ("queued", 1), describe([after])
+    finally:
+        stack.start_broker()
+    assert stack.wait_for_run("celery_broker_down", run_id, timeout=180) == "success"
+    assert BROKER_BACK in stack.scheduler_log(offset)
+    rows = stack.task_instances("celery_broker_down", run_id)
+    assert [(row.task_id, row.state, row.try_number) for row in rows] == [
+        ("after", "success", 1), ("before", "success", 1)], describe(rows)

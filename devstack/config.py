@@ -25,8 +25,10 @@ BUCKETS = (LOGS_BUCKET, DAGS_BUCKET, OPENDATA_BUCKET)
 UI_USER = "airflow"
 UI_PASSWORD = "airflow"
 # LocalExecutor runs every task on the scheduler's machine (the default everywhere); CeleryExecutor
-# (QFDMO_EXECUTOR=celery) adds a Redis broker and CELERY_WORKERS workers to the local stack.
-EXECUTORS = {"local": "LocalExecutor", "celery": "CeleryExecutor"}
+# (QFDMO_EXECUTOR=celery) adds a Redis broker and CELERY_WORKERS workers to the local stack, with the
+# platform's subclass that holds tasks back while the broker is down (qfdmo/airflow/celery_executor.py).
+CELERY_EXECUTOR = "qfdmo.airflow.celery_executor.BrokerAwareCeleryExecutor"
+EXECUTORS = {"local": "LocalExecutor", "celery": CELERY_EXECUTOR}
 CELERY_WORKERS = 2
 
 # moto accepts any key pair; these are placeholders, not secrets.
@@ -113,8 +115,7 @@ class StackConfig:
             "QFDMO_WORKER_NAME": name,
             "QFDMO_DATA_DIR": str(machine / "data"),
             "TMPDIR": str(machine / "tmp"),
-            # Task-instance hostnames `<worker>.<machine>` (devstack.worker_identity).
-            "PYTHONPATH": str(REPO_ROOT),
+            # Task-instance hostnames `<worker>.<machine>` (devstack.worker_identity, on PYTHONPATH).
             "AIRFLOW__CORE__HOSTNAME_CALLABLE": "devstack.worker_identity.hostname",
         }
 
@@ -236,6 +237,8 @@ class StackConfig:
             "SYNC_DAGS_SCRIPT": str(REPO_ROOT / "sync_dags.sh"),
         }
         if self.celery:
+            # The executor class from the DAG folder (as in the images), devstack for the workers' names.
+            env["PYTHONPATH"] = os.pathsep.join((str(self.dags_folder), str(REPO_ROOT)))
             env["AIRFLOW__CELERY__BROKER_URL"] = self.broker_url
             # Results in the metadata database: no second store to run.
             env["AIRFLOW__CELERY__RESULT_BACKEND"] = (

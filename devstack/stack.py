@@ -144,11 +144,16 @@ class Stack:
         wait_until(lambda: expected <= set(self.live_workers()),
                    f"Celery workers {', '.join(names)} to answer a ping", timeout=timeout, group=self.group)
 
-    def start_worker(self, name: str) -> None:
-        """(Re)start one Celery worker and wait until it answers."""
+    def start_worker(self, name: str, wait: bool = True) -> None:
+        """(Re)start one Celery worker; wait until it answers, unless told not to."""
         self._spawn_worker(name, self.config.airflow_env())
         self._record_children()
-        self.wait_for_workers([name])
+        if wait:
+            self.wait_for_workers([name])
+
+    def running(self) -> set[str]:
+        """Names of the stack's processes still running."""
+        return {child.name for child in self.group.children if child.process.poll() is None}
 
     def kill_worker(self, name: str) -> None:
         """SIGKILL a Celery worker and all its processes (its running tasks too): a machine lost."""
