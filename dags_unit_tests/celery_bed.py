@@ -113,8 +113,12 @@ class CeleryStack(AirflowStack):
     def wait_for_task_state(self, dag_id: str, run_id: str, task_id: str, states: tuple[str, ...],
                             timeout: float = 120) -> TaskRow:
         def reached() -> TaskRow | None:
-            return next((row for row in self.task_instances(dag_id, run_id)
-                         if row.task_id == task_id and row.state in states), None)
+            rows = self.task_instances(dag_id, run_id)
+            found = next((row for row in rows if row.task_id == task_id and row.state in states), None)
+            if found is None and self.run_state(dag_id, run_id) in FINISHED_RUN_STATES:
+                raise AssertionError(f"run {run_id} of {dag_id} ended before {task_id} was "
+                                     f"{'/'.join(states)}:\n{describe(rows)}")
+            return found
 
         return wait_until(reached, f"{task_id} of {run_id} to be {'/'.join(states)}", timeout,
                           group=self.stack.group, interval=0.5)
@@ -146,6 +150,18 @@ class CeleryStack(AirflowStack):
         """Until a task waits for advisory lock `key`; returns the waiting backend's pid."""
         return wait_until(lambda: next(iter(self.lock_waiters(key)), None), f"a task to wait for lock {key}",
                           timeout, group=self.stack.group, interval=0.2)
+
+    def table_lock_waiters(self, table: str) -> list[int]:
+        """Backend pids waiting for a lock on `table` of the carte database (LOCK TABLE by the test)."""
+        with psycopg.connect(self.carte_dsn, autocommit=True) as conn:
+            rows = conn.execute("SELECT pid FROM pg_locks WHERE locktype = 'relation' AND NOT granted"
+                                " AND relation = %s::regclass", (table,)).fetchall()
+        return [pid for (pid,) in rows]
+
+    def waits_for_a_lock(self, pid: int) -> bool:
+        with psycopg.connect(self.carte_dsn, autocommit=True) as conn:
+            row = conn.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()
+        return bool(row) and row[0] == "Lock"
 
     def backend_alive(self, pid: int) -> bool:
         with psycopg.connect(self.carte_dsn, autocommit=True) as conn:

@@ -13,19 +13,20 @@ import os
 import psycopg
 import pytest
 from celery_bed import describe
+from fakes import feed_server  # noqa: F401  (fixture)
 
-from devstack.config import CELERY_EXECUTOR, EXECUTORS, StackConfig
+from devstack.config import CELERY_CONFIG, CELERY_EXECUTOR, EXECUTORS, StackConfig
 from devstack.processes import wait_until
 
 # Airflow's CeleryExecutor's line when a publish fails (its CELERY_SEND_ERR_MSG_HEADER).
 CELERY_SEND_ERR_MSG_HEADER = "Error sending Celery workload"
 
-BARRIER_LOCK, KILL_LOCK, BROKER_LOCK = 7301, 7302, 7303
+BARRIER_LOCK, BROKER_LOCK = 7301, 7303
 
-# One file for the three DAGs: parsed once for the module.
+# One file for the test DAGs: parsed once for the module.
 TEST_DAGS = f'''
 import os
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import psycopg
 from airflow.sdk import dag, task
@@ -34,13 +35,10 @@ CARTE_DSN = os.environ["AIRFLOW_CONN_QFDMO_DJANGO_DB"]
 WORKER = os.environ.get("QFDMO_WORKER_NAME", "")
 
 
-def wait_for_the_test(lock, conn=None):
+def wait_for_the_test(lock):
     """Block until the test releases its advisory lock (shared: all waiters go on together)."""
-    if conn is not None:
-        conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (lock,))
-        return
-    with psycopg.connect(CARTE_DSN, autocommit=True) as own:
-        own.execute("SELECT pg_advisory_lock_shared(%s)", (lock,))
+    with psycopg.connect(CARTE_DSN, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock_shared(%s)", (lock,))
 
 
 @dag(dag_id="celery_barrier", schedule=None, start_date=datetime(2026, 1, 1), catchup=False)
@@ -51,19 +49,6 @@ def celery_barrier():
         return WORKER
 
     meet.expand(n=[1, 2, 3, 4])
-
-
-@dag(dag_id="celery_worker_lost", schedule=None, start_date=datetime(2026, 1, 1), catchup=False)
-def celery_worker_lost():
-    @task(retries=1, retry_delay=timedelta(seconds=1))
-    def apply_once(**context) -> None:
-        # Like a source's apply: one transaction, committed only when the block ends.
-        with psycopg.connect(CARTE_DSN) as conn:
-            conn.execute("INSERT INTO celery_test_applied (run_id, worker) VALUES (%s, %s)",
-                         (context["run_id"], WORKER))
-            wait_for_the_test({KILL_LOCK}, conn)
-
-    apply_once()
 
 
 @dag(dag_id="celery_broker_down", schedule=None, start_date=datetime(2026, 1, 1), catchup=False)
@@ -80,7 +65,6 @@ def celery_broker_down():
 
 
 celery_barrier()
-celery_worker_lost()
 celery_broker_down()
 '''
 
@@ -92,6 +76,7 @@ def test_executor_is_chosen_by_configuration(tmp_path):
     celery = StackConfig(state_dir=tmp_path, executor="celery")
     env = celery.airflow_env()
     assert env["AIRFLOW__CORE__EXECUTOR"] == EXECUTORS["celery"] == CELERY_EXECUTOR
+    assert env["AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS"] == CELERY_CONFIG
     assert str(celery.dags_folder) in env["PYTHONPATH"].split(os.pathsep), "the executor's module"
     assert env["AIRFLOW__CELERY__BROKER_URL"] == f"redis://127.0.0.1:{celery.ports.broker}/0"
     assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql://")
@@ -111,7 +96,7 @@ def test_each_worker_is_a_machine_of_its_own(tmp_path):
 @pytest.fixture(scope="module")
 def test_dags(celery_stack_session) -> None:
     (celery_stack_session.dags_folder / "celery_test_dags.py").write_text(TEST_DAGS)
-    for dag_id in ("celery_barrier", "celery_worker_lost", "celery_broker_down"):
+    for dag_id in ("celery_barrier", "celery_broker_down"):
         celery_stack_session.wait_for_dag(dag_id)
 
 
@@ -129,37 +114,6 @@ def test_tasks_of_one_run_land_on_both_celery_workers(celery_stack, test_dags):
     assert {row.worker for row in rows} == {"worker1", "worker2"}, describe(rows)
     # Two machines: each worker writes under its own data directory and scratch.
     assert stack.worker_data_dir("worker1") != stack.worker_data_dir("worker2")
-
-
-def test_a_worker_killed_mid_task_retries_on_the_other_and_applies_once(celery_stack, test_dags):
-    stack = celery_stack
-    with psycopg.connect(stack.carte_dsn, autocommit=True) as conn:
-        conn.execute("CREATE TABLE IF NOT EXISTS celery_test_applied (run_id text, worker text)")
-    victim = None
-    try:
-        with stack.hold_lock(KILL_LOCK) as lock:
-            run_id = stack.trigger("celery_worker_lost")
-            backend = stack.wait_for_lock_waiter(KILL_LOCK)  # its row inserted, not committed
-            first = stack.wait_for_task_state("celery_worker_lost", run_id, "apply_once", ("running",))
-            victim = first.worker
-            stack.kill_worker(victim)
-            # A backend waiting for a lock notices its client is gone only once granted: then it
-            # cannot receive the COMMIT, and PostgreSQL rolls the transaction back.
-            stack.unlock(lock, KILL_LOCK)
-            wait_until(lambda: not stack.backend_alive(backend), "the killed task's connection to close", 30,
-                       interval=0.2)
-        # The scheduler misses the task's heartbeats, fails that try and retries it on the worker left.
-        assert stack.wait_for_run("celery_worker_lost", run_id, timeout=180) == "success"
-        (retried,) = stack.task_instances("celery_worker_lost", run_id)
-        (lost,) = stack.earlier_tries("celery_worker_lost", run_id)
-        survivor = ({"worker1", "worker2"} - {victim}).pop()
-        assert (lost.try_number, lost.worker, lost.state) == (1, victim, "failed"), describe([lost])
-        assert (retried.try_number, retried.worker, retried.state) == (2, survivor, "success"), describe([retried])
-        with psycopg.connect(stack.carte_dsn) as conn:
-            assert conn.execute("SELECT run_id, worker FROM celery_test_applied").fetchall() == [(run_id, survivor)]
-    finally:
-        if victim:
-            stack.start_worker(victim, wait=False)  # the next test waits for it
 
 
 def test_the_broker_down_holds_tasks_back_until_it_is_back(celery_stack, test_dags):
@@ -187,3 +141,58 @@ def test_the_broker_down_holds_tasks_back_until_it_is_back(celery_stack, test_da
     rows = stack.task_instances("celery_broker_down", run_id)
     assert [(row.task_id, row.state, row.try_number) for row in rows] == [
         ("after", "success", 1), ("before", "success", 1)], describe(rows)
+
+
+def test_a_worker_killed_during_a_source_apply(celery_stack, feed_server):  # noqa: F811
+    """The source DAG's apply killed mid-transaction (acteurs written, propositions blocked by the
+    test's table lock): nothing of it stays, the retry on the other worker applies the run once."""
+    import threading
+
+    from qfdmo.carte_db.run_tables import lock_key
+    from qfdmo.sources import load_declarations
+
+    stack = celery_stack
+    declaration = load_declarations()["ocab"]
+    dag_id, codes = declaration.dag_id, list(declaration.source_codes)
+    stack.wait_for_dag(dag_id)
+    # Until the run's files leave the local disk, its first tasks must share one machine: worker1.
+    stack.kill_worker("worker2")
+    conf = {"endpoint_url": feed_server.datafair_url("donnees-eo-ocab", size="3")}
+    with psycopg.connect(stack.carte_dsn) as table_lock, psycopg.connect(stack.carte_dsn, autocommit=True) as gate:
+        table_lock.execute("LOCK TABLE qfdmo_propositionservice IN SHARE MODE")  # writes wait, reads go on
+        run_id = stack.trigger(dag_id, conf)
+        stack.wait_for_task_state(dag_id, run_id, "apply", ("running",), timeout=300)
+        apply_backend = wait_until(lambda: next(iter(stack.table_lock_waiters("qfdmo_propositionservice")), None),
+                                   "the apply to wait for the propositions table", 120, interval=0.2)
+        with psycopg.connect(stack.carte_dsn) as peek:  # the apply's acteurs are written, not committed
+            assert peek.execute("SELECT count(*) FROM qfdmo_acteur a JOIN qfdmo_source s ON s.id = a.source_id"
+                                " WHERE s.code = ANY(%s)", (codes,)).fetchone()[0] == 0
+        stack.start_worker("worker2")
+        stack.kill_worker("worker1")
+        # The test queues for the source's apply lock behind the killed transaction, ahead of any retry.
+        gate_thread = threading.Thread(target=gate.execute, args=("SELECT pg_advisory_lock(%s)", (lock_key(codes),)))
+        gate_thread.start()
+        wait_until(lambda: stack.waits_for_a_lock(gate.info.backend_pid), "the test to queue for the apply lock",
+                   30, interval=0.1)
+        table_lock.rollback()  # the killed apply goes on, cannot receive its COMMIT: rolled back
+        gate_thread.join(60)
+        assert not gate_thread.is_alive() and not stack.backend_alive(apply_backend)
+        with psycopg.connect(stack.carte_dsn) as conn:
+            acteurs = conn.execute("SELECT count(*) FROM qfdmo_acteur a JOIN qfdmo_source s ON s.id = a.source_id"
+                                   " WHERE s.code = ANY(%s)", (codes,)).fetchone()[0]
+            applied = conn.execute("SELECT count(*) FROM qfdmo_platform.applied_feed WHERE source = %s",
+                                   (declaration.code,)).fetchone()[0]
+        assert (acteurs, applied) == (0, 0), "the killed apply left rows behind"
+        gate.execute("SELECT pg_advisory_unlock(%s)", (lock_key(codes),))
+    assert stack.wait_for_run(dag_id, run_id, timeout=240) == "success"
+    rows = {row.task_id: row for row in stack.task_instances(dag_id, run_id)}
+    lost = [row for row in stack.earlier_tries(dag_id, run_id) if row.task_id == "apply"]
+    assert [(row.try_number, row.worker, row.state) for row in lost] == [(1, "worker1", "failed")], describe(lost)
+    assert (rows["apply"].try_number, rows["apply"].worker, rows["apply"].state) == (2, "worker2", "success")
+    assert {rows[t].worker for t in ("download", "normalise", "stage_and_diff")} == {"worker1"}
+    with psycopg.connect(stack.carte_dsn) as conn:
+        acteurs = conn.execute("SELECT count(*) FROM qfdmo_acteur a JOIN qfdmo_source s ON s.id = a.source_id"
+                               " WHERE s.code = ANY(%s)", (codes,)).fetchone()[0]
+        applied = conn.execute("SELECT count(*) FROM qfdmo_platform.applied_feed WHERE source = %s",
+                               (declaration.code,)).fetchone()[0]
+    assert (acteurs, applied) == (9, 1), describe(list(rows.values()))

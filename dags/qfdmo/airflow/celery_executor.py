@@ -10,6 +10,8 @@ one line — when the outage starts, every OUTAGE_REMINDER seconds while it last
 Select it with AIRFLOW__CORE__EXECUTOR=qfdmo.airflow.celery_executor.BrokerAwareCeleryExecutor on the
 scheduler and the workers (dags/ on PYTHONPATH, as in the images). A broker lost between the check
 and the publish still takes the stock path (the task fails once and retries).
+
+The workers' side is in qfdmo/airflow/celery_config.py.
 """
 
 from __future__ import annotations
@@ -76,3 +78,4 @@ class BrokerAwareCeleryExecutor(CeleryExecutor):
         self.log.warning("%s (%s) after %.0f s: sending %d waiting task(s).", BROKER_BACK, self._broker_url(),
                          time.monotonic() - self._broker_down_since, waiting)
         self._broker_down_since = None
+
