@@ -191,8 +191,9 @@ def celery_stack_session():
     stack, state_dir = start_celery_stack()
     print(f"celery_stack started: {stack.timings}")
     yield CeleryStack(stack)
-    for name in set(stack.worker_names()) & stack.running():  # throwaway: no warm shutdown to wait for
-        stack.kill_worker(name)
+    # Throwaway: SIGKILL every process tree (newest first) rather than wait for graceful shutdowns.
+    for child in reversed(stack.group.children[:]):
+        stack.group.kill(child)
     stack.stop()
     shutil.rmtree(state_dir, ignore_errors=True)
 
