@@ -161,14 +161,18 @@ def test_a_worker_killed_during_a_source_apply(celery_stack, feed_server):  # no
     with psycopg.connect(stack.carte_dsn) as table_lock, psycopg.connect(stack.carte_dsn, autocommit=True) as gate:
         table_lock.execute("LOCK TABLE qfdmo_propositionservice IN SHARE MODE")  # writes wait, reads go on
         run_id = stack.trigger(dag_id, conf)
-        stack.wait_for_task_state(dag_id, run_id, "apply", ("running",), timeout=300)
+        stack.wait_for_task_state(dag_id, run_id, "stage_and_diff", ("running",), timeout=300)
+        stack.start_worker("worker2", wait=False)  # boots meanwhile; the apply needs no file
+        first = stack.wait_for_task_state(dag_id, run_id, "apply", ("running",), timeout=300)
         apply_backend = wait_until(lambda: next(iter(stack.table_lock_waiters("qfdmo_propositionservice")), None),
                                    "the apply to wait for the propositions table", 120, interval=0.2)
         with psycopg.connect(stack.carte_dsn) as peek:  # the apply's acteurs are written, not committed
             assert peek.execute("SELECT count(*) FROM qfdmo_acteur a JOIN qfdmo_source s ON s.id = a.source_id"
                                 " WHERE s.code = ANY(%s)", (codes,)).fetchone()[0] == 0
-        stack.start_worker("worker2")
-        stack.kill_worker("worker1")
+        victim = first.worker
+        survivor = ({"worker1", "worker2"} - {victim}).pop()
+        stack.stack.wait_for_workers([survivor])
+        stack.kill_worker(victim)
         # The test queues for the source's apply lock behind the killed transaction, ahead of any retry.
         gate_thread = threading.Thread(target=gate.execute, args=("SELECT pg_advisory_lock(%s)", (lock_key(codes),)))
         gate_thread.start()
@@ -187,8 +191,8 @@ def test_a_worker_killed_during_a_source_apply(celery_stack, feed_server):  # no
     assert stack.wait_for_run(dag_id, run_id, timeout=240) == "success"
     rows = {row.task_id: row for row in stack.task_instances(dag_id, run_id)}
     lost = [row for row in stack.earlier_tries(dag_id, run_id) if row.task_id == "apply"]
-    assert [(row.try_number, row.worker, row.state) for row in lost] == [(1, "worker1", "failed")], describe(lost)
-    assert (rows["apply"].try_number, rows["apply"].worker, rows["apply"].state) == (2, "worker2", "success")
+    assert [(row.try_number, row.worker, row.state) for row in lost] == [(1, victim, "failed")], describe(lost)
+    assert (rows["apply"].try_number, rows["apply"].worker, rows["apply"].state) == (2, survivor, "success")
     assert {rows[t].worker for t in ("download", "normalise", "stage_and_diff")} == {"worker1"}
     with psycopg.connect(stack.carte_dsn) as conn:
         acteurs = conn.execute("SELECT count(*) FROM qfdmo_acteur a JOIN qfdmo_source s ON s.id = a.source_id"
