@@ -107,7 +107,8 @@ def read_members(dsn: str, params: ClusteringParams, folder: Path) -> ReadResult
         where = sql.SQL(" AND ").join(filters)
         columns = sql.SQL(", ").join(sql.SQL("v.{}").format(sql.Identifier(c)) for c in READ_COLUMNS)
         selected = sql.SQL("SELECT {} FROM qfdmo_vueacteur v WHERE {}").format(columns, where)
-        pending_member = sql.SQL("EXISTS (SELECT FROM dedup_pending p WHERE p.identifiant_unique = s.identifiant_unique)")
+        pending_member = sql.SQL(
+            "EXISTS (SELECT FROM dedup_pending p WHERE p.identifiant_unique = s.identifiant_unique)")
         skipped = conn.execute(
             sql.SQL("SELECT count(*) FILTER (WHERE {p}), count(*) FILTER (WHERE NOT {p} AND {u})"
                     " FROM ({s}) s").format(p=pending_member, u=UNSETTLED, s=selected),
