@@ -114,6 +114,23 @@ def finished(stack, dag_id: str, run_id: str, timeout: float = 600) -> str:
                       f"{dag_id} {run_id} to finish", timeout, interval=1)
 
 
+def succeeded(stack, dag_id: str, run_id: str, timeout: float = 600) -> bool:
+    """Waits for the run to finish; a failed run fails the test with its tasks' states and the logs
+    of the failed ones."""
+    if finished(stack, dag_id, run_id, timeout) == "success":
+        return True
+    run = f"/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}"
+    states = {t["task_id"]: t["state"] for t in api(stack, "GET", f"{run}/taskInstances")["task_instances"]}
+    logs = []
+    for task_id in (t for t, state in states.items() if state == "failed"):
+        try:
+            content = api(stack, "GET", f"{run}/taskInstances/{task_id}/logs/1?full_content=true")["content"]
+        except urllib.error.HTTPError as exc:
+            content = f"(log unavailable: {exc})"
+        logs.append(f"--- {task_id} ---\n{str(content)[-4000:]}")
+    raise AssertionError(f"{dag_id} {run_id} failed: {states}\n" + "\n".join(logs))
+
+
 def task_state(stack, dag_id: str, run_id: str, task_id: str) -> str | None:
     return api(stack, "GET", f"/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}/taskInstances/{task_id}").get(
         "state")

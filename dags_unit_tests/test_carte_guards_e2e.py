@@ -11,7 +11,7 @@ import boto3
 import psycopg
 from fakes.carte_rows import CarteRows
 from qfdmo.carte.opendata import COLUMN_NAMES, CURRENT_KEY
-from stack_runs import answer_approval, finished, report_of, set_paused, task_state, trigger, wait_idle
+from stack_runs import answer_approval, report_of, set_paused, succeeded, task_state, trigger, wait_idle
 
 from devstack.config import S3_DEV_KEY_ID, S3_DEV_KEY_SECRET
 
@@ -35,7 +35,7 @@ def _run(stack, dag_id: str, conf: dict, choice: str) -> tuple[str, dict, dict]:
     """A run that asks for approval, answered `choice`; returns (run id, the form, the run's report)."""
     run_id = trigger(stack, dag_id, conf)
     form = answer_approval(stack, dag_id, run_id, choice)
-    assert finished(stack, dag_id, run_id) == "success"
+    assert succeeded(stack, dag_id, run_id)
     return run_id, form, report_of(stack, dag_id, run_id)
 
 
@@ -51,7 +51,7 @@ def test_compute_acteurs_guard_rejected_then_approved(airflow_stack):
         # The starting carte, ours on it (no guard: whatever earlier tests changed); then whatever
         # the unpause started (queued asset events) has settled too.
         setup = trigger(stack, dag_id, {"max_drop_share": 1})
-        assert finished(stack, dag_id, setup) == "success"
+        assert succeeded(stack, dag_id, setup)
         wait_idle(stack, dag_id)
         with psycopg.connect(dsn, autocommit=True) as conn:
             before = _displayed_snapshot(conn)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import psycopg
 from fakes.carte_rows import CarteRows
-from stack_runs import dags_test, finished, report_of, runs_created_by_events, set_paused, trigger, wait_idle
+from stack_runs import dags_test, report_of, runs_created_by_events, set_paused, succeeded, trigger, wait_idle
 
 PREFIX = "dedup_e2e_"
 # Sources no other end-to-end test writes: the clustering is restricted to them, so what other tests
@@ -89,7 +89,7 @@ def test_cluster_review_apply_recompute_and_cluster_again(airflow_stack):
     # guard), computed through the scheduler: compute_acteurs stays unpaused until the asset's run.
     try:
         computed = trigger(stack, "compute_acteurs", {"max_drop_share": 1})
-        assert finished(stack, "compute_acteurs", computed) == "success"
+        assert succeeded(stack, "compute_acteurs", computed)
         wait_idle(stack, "compute_acteurs")  # and whatever else the unpause started (queued events)
         _review_apply_recompute(stack, dsn)
     finally:
@@ -121,7 +121,7 @@ def _review_apply_recompute(stack, dsn: str) -> None:
     assert (applied["picked"], applied["succes"], applied["erreur"]) == (2, 2, 0), applied["_output"][-3000:]
     assert list(applied["cohortes"].values()) == ["SUCCES"]
     [recomputed] = runs_created_by_events(stack, "apply_suggestions", applied["run_id"], "compute_acteurs")
-    assert finished(stack, "compute_acteurs", recomputed) == "success"
+    assert succeeded(stack, "compute_acteurs", recomputed)
     assert report_of(stack, "compute_acteurs", recomputed)["outcome"] == "swapped"
 
     with psycopg.connect(dsn) as conn:
