@@ -76,18 +76,19 @@ INSERT INTO qfdmo_acteur_labels (acteur_id, labelqualite_id)
 SELECT 'bench_' || n, label FROM ref, generate_series(1, %(acteurs)s, 4) AS n;
 INSERT INTO qfdmo_acteur_acteur_services (acteur_id, acteurservice_id)
 SELECT 'bench_' || n, services[1 + n % 3] FROM ref, generate_series(1, %(acteurs)s) AS n;
--- 5,000 parents (revision-only), 15,000 children (2-4 each), 5,000 plain corrections.
+-- 1 % of the acteurs as parents (revision-only: 5,000 for 500,000), 3 children each on average (2-4),
+-- as many plain corrections.
 INSERT INTO qfdmo_revisionacteur (identifiant_unique, nom, acteur_type_id, location, public_accueilli, reprise,
     statut)
 SELECT 'bench_parent_' || p, 'Parent ' || p, types[1], ST_SetSRID(ST_MakePoint(2, 46), 4326)::geography,
        'Particuliers', '', 'ACTIF'
-FROM ref, generate_series(1, 5000) AS p;
+FROM ref, generate_series(1, %(parents)s) AS p;
 INSERT INTO qfdmo_revisionacteur (identifiant_unique, public_accueilli, reprise, parent_id)
 SELECT 'bench_' || (1000 + 7 * row_number() OVER (ORDER BY p, k)), '', '', 'bench_parent_' || p
-FROM generate_series(1, 5000) AS p, generate_series(1, 2 + p % 3) AS k;
+FROM generate_series(1, %(parents)s) AS p, generate_series(1, 2 + p % 3) AS k;
 INSERT INTO qfdmo_revisionacteur (identifiant_unique, nom, public_accueilli, reprise)
-SELECT 'bench_' || (200000 + c * 11), 'Corrigé ' || c, '', ''
-FROM generate_series(1, 5000) AS c;
+SELECT 'bench_' || (%(acteurs)s * 2 / 5 + c * 11), 'Corrigé ' || c, '', ''
+FROM generate_series(1, %(parents)s) AS c;
 ANALYZE;
 """
 
@@ -97,7 +98,8 @@ sys.path[:0] = [{dags!r}]
 from pathlib import Path
 from qfdmo.carte.dbt_runner import build
 result = build({dsn!r}, Path({scratch!r}))
-print(json.dumps({{**result.summary(), "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+print(json.dumps({{**result.summary(), "nodes": result.nodes,
+                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}, default=str))
 """
 
 
@@ -151,6 +153,14 @@ def swap_with_reader(dsn: str) -> tuple[dict, float]:
     return result, longest
 
 
+def print_profile(title: str, build: dict, swapped: dict, top: int = 12) -> None:
+    """Where the time went: dbt's slowest nodes (run_results timings) and the swap's statements."""
+    nodes = sorted(build["nodes"], key=lambda n: -n["seconds"])[:top]
+    print(f"{title}, slowest dbt nodes: " + ", ".join(f"{n['name']} {n['seconds']:.1f}" for n in nodes))
+    statements = sorted(swapped["statement_seconds"].items(), key=lambda kv: -kv[1])[:top]
+    print(f"{title}, slowest swap statements: " + ", ".join(f"{k} {v:.1f}" for k, v in statements))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--acteurs", type=int, default=500_000)
@@ -165,7 +175,8 @@ def main() -> int:
         migrate_carte_db(dsn)
         started = time.perf_counter()
         with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(GENERATE.replace("%(acteurs)s", str(args.acteurs)))
+            conn.execute(GENERATE.replace("%(acteurs)s", str(args.acteurs))
+                         .replace("%(parents)s", str(max(args.acteurs // 100, 1))))
             counts = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in RELATIONS}  # type: ignore[index]
         print(f"generated in {time.perf_counter() - started:.1f} s: {counts}")
 
@@ -203,6 +214,8 @@ def main() -> int:
               f" (target <= {EXPORT_MAX_S})")
         after = swapped["rows_after"]
         print("displayed:", after["qfdmo_displayedacteur"], "vue:", after["qfdmo_vueacteur"])
+        print_profile("first run", first, swapped)
+        print_profile("quiet day", quiet, quiet_swap)
         missed = [name for name, ok in (
             ("end to end", ratio <= END_TO_END_MAX_RATIO),
             ("lock window", quiet_swap["lock_window_s"] <= LOCK_WINDOW_MAX_S),
