@@ -163,9 +163,9 @@ def _statements(index: int, target: Target, columns: list[tuple[str, str]],
     values = [(name, udt) for name, udt in columns if name not in target.key]
     cols = sql.SQL(", ").join(map(sql.Identifier, names))
     if empty:
-        return {"diff": {}, "apply": {"inserted": sql.SQL("INSERT INTO {t} ({cols}) SELECT {cols} FROM {m} ORDER BY {keys}")
-                                      .format(t=table, cols=cols, m=model,
-                                              keys=sql.SQL(", ").join(map(sql.Identifier, target.key)))}}
+        fill = sql.SQL("INSERT INTO {t} ({cols}) SELECT {cols} FROM {m} ORDER BY {keys}").format(
+            t=table, cols=cols, m=model, keys=sql.SQL(", ").join(map(sql.Identifier, target.key)))
+        return {"diff": {}, "apply": {"inserted": fill}}
     deleted, updated, inserted = (sql.Identifier(f"swap_{kind}_{index}") for kind in ("deleted", "updated", "inserted"))
     mcols = sql.SQL(", ").join(sql.SQL("m.{}").format(sql.Identifier(n)) for n in names)
     keys = sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(k)) for k in target.key)
@@ -256,13 +256,14 @@ def swap(dsn: str, max_drop_share: float = DEFAULT_MAX_DROP_SHARE, force: bool =
     result = SwapResult(status="swapped", guard={})
     with psycopg.connect(dsn, application_name=APPLICATION_NAME) as conn:
         # The diff's anti-joins need the models' statistics (measured: a first swap of 20,000
-        # acteurs took 217 s without, 31 s with). dbt's post-hook gathers them; a model changed
-        # since (or never analysed) is analysed here, outside the transaction.
+        # acteurs took 217 s without, 31 s with). dbt's post-hook gathers them; a model without
+        # any is analysed here, outside the transaction.
         conn.autocommit = True
         mark = time.perf_counter()
         for (model,) in conn.execute(
-                "SELECT relname FROM pg_stat_user_tables WHERE schemaname = %s AND relname = ANY(%s)"
-                " AND (coalesce(last_analyze, last_autoanalyze) IS NULL OR n_mod_since_analyze > 0)",
+                "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE n.nspname = %s AND c.relname = ANY(%s) AND c.relkind = 'r' AND NOT EXISTS"
+                " (SELECT 1 FROM pg_stats s WHERE s.schemaname = n.nspname AND s.tablename = c.relname)",
                 (SCHEMA, [t.model for t in TARGETS])).fetchall():
             conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(SCHEMA, model)))
         analyzed = round(time.perf_counter() - mark, 3)
