@@ -3,8 +3,9 @@
     build ─> guard ─┬────────────────────> swap ─> report
                     └─> request_approval ─┘
 
-- `build`: `dbt build` of dags/qfdmo/carte_dbt (models in schema qfdmo_carte, then their tests);
-  a failing model or test fails the run and the webapp's tables are untouched.
+- `build`: `dbt build` of dags/qfdmo/carte_dbt but the open data (export_opendata builds it), models
+  in schema qfdmo_carte, then their tests; a failing model or test fails the run and the webapp's
+  tables are untouched.
 - `guard`: if the displayed acteurs would fall by more than `max_drop_share` of the current table,
   a person decides (Airflow's human-in-the-loop approval, Reject by default at the timeout).
 - `swap`: qfdmo_displayed* and qfdmo_vue* replaced in one transaction, difference only.

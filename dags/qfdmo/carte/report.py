@@ -37,7 +37,9 @@ def build_statistics(conn: psycopg.Connection) -> dict[str, Any]:
         "orphans_by_reason": _pairs(conn,
             f"SELECT lien_invalide, count(*) FROM {s}.int_liens_parent WHERE lien_invalide IS NOT NULL"
             f" GROUP BY 1 ORDER BY 1"),
-        "opendata_rows": int((conn.execute(f"SELECT count(*) FROM {s}.opendata_acteur").fetchone() or (0,))[0]),
+        # The rows opendata_acteur will have (export_opendata builds it): one per unit in the open data.
+        "opendata_rows": int((conn.execute(f"SELECT count(*) FILTER (WHERE est_dans_opendata)"
+                                           f" FROM {s}.int_acteur_affichage").fetchone() or (0,))[0]),
     }
 
 

@@ -151,15 +151,22 @@ def _key_match(target: Target, left: str, right: str) -> sql.Composable:
     )
 
 
-def _statements(index: int, target: Target, columns: list[tuple[str, str]]) -> dict[str, dict[str, sql.Composed]]:
+def _statements(index: int, target: Target, columns: list[tuple[str, str]],
+                empty: bool) -> dict[str, dict[str, sql.Composed]]:
     """`diff`: the rows to delete / update / insert, computed into temporary tables before any
     lock is taken (only swaps write these tables, and the advisory lock serialises them, so the
-    difference cannot go stale); `apply`: the writes themselves, under the locks."""
+    difference cannot go stale); `apply`: the writes themselves, under the locks. An `empty`
+    webapp table (the first fill) has no difference to compute: one INSERT … SELECT of the model
+    in key order (the indexes are filled in order)."""
     table, model = sql.Identifier(target.table), sql.Identifier(SCHEMA, target.model)
     names = [name for name, _ in columns]
     values = [(name, udt) for name, udt in columns if name not in target.key]
-    deleted, updated, inserted = (sql.Identifier(f"swap_{kind}_{index}") for kind in ("deleted", "updated", "inserted"))
     cols = sql.SQL(", ").join(map(sql.Identifier, names))
+    if empty:
+        fill = sql.SQL("INSERT INTO {t} ({cols}) SELECT {cols} FROM {m} ORDER BY {keys}").format(
+            t=table, cols=cols, m=model, keys=sql.SQL(", ").join(map(sql.Identifier, target.key)))
+        return {"diff": {}, "apply": {"inserted": fill}}
+    deleted, updated, inserted = (sql.Identifier(f"swap_{kind}_{index}") for kind in ("deleted", "updated", "inserted"))
     mcols = sql.SQL(", ").join(sql.SQL("m.{}").format(sql.Identifier(n)) for n in names)
     keys = sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(k)) for k in target.key)
     diff = {
@@ -190,14 +197,18 @@ def _statements(index: int, target: Target, columns: list[tuple[str, str]]) -> d
 
 
 def _apply(conn: psycopg.Connection, lock_timeout_s: float, max_drop_share: float, force: bool,
-           result: SwapResult) -> None:
+           result: SwapResult) -> float:
+    """The swap's statements (the caller commits); returns when the last one ended."""
     conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{int(lock_timeout_s * 1000)}ms")))
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SWAP_LOCK_KEY,))
     result.guard = guard_check(conn, max_drop_share)
     if result.guard["needs_approval"] and not force:
         raise _GuardStop
-    statements = {t.table: _statements(i, t, _model_columns(conn, t)) for i, t in enumerate(TARGETS)}
-    written: dict[str, dict[str, int]] = {t.table: {} for t in TARGETS}
+    for target in TARGETS:
+        result.rows_before[target.table] = _count(conn, None, target.table)
+    statements = {t.table: _statements(i, t, _model_columns(conn, t), empty=result.rows_before[t.table] == 0)
+                  for i, t in enumerate(TARGETS)}
+    written: dict[str, dict[str, int]] = {t.table: {"deleted": 0, "updated": 0, "inserted": 0} for t in TARGETS}
     timings = result.statement_seconds
 
     def run(target: Target, phase: str, kind: str) -> None:
@@ -208,7 +219,6 @@ def _apply(conn: psycopg.Connection, lock_timeout_s: float, max_drop_share: floa
         timings[f"{target.table}.{phase}.{kind}"] = round(time.perf_counter() - mark, 3)
 
     for target in TARGETS:
-        result.rows_before[target.table] = _count(conn, None, target.table)
         for kind in statements[target.table]["diff"]:
             run(target, "diff", kind)
     locked: set[str] = set()
@@ -223,7 +233,8 @@ def _apply(conn: psycopg.Connection, lock_timeout_s: float, max_drop_share: floa
 
     for target in reversed(TARGETS):  # rows that refer to others go first
         lock(target)
-        run(target, "apply", "deleted")
+        if "deleted" in statements[target.table]["apply"]:
+            run(target, "apply", "deleted")
     for target in TARGETS:
         lock(target)
         if "updated" in statements[target.table]["apply"]:
@@ -235,6 +246,7 @@ def _apply(conn: psycopg.Connection, lock_timeout_s: float, max_drop_share: floa
         for t in TARGETS
     }
     result.lock_window_s = -(window_start or time.perf_counter())  # completed after COMMIT
+    return time.perf_counter()
 
 
 def swap(dsn: str, max_drop_share: float = DEFAULT_MAX_DROP_SHARE, force: bool = False,
@@ -243,21 +255,30 @@ def swap(dsn: str, max_drop_share: float = DEFAULT_MAX_DROP_SHARE, force: bool =
     started = time.perf_counter()
     result = SwapResult(status="swapped", guard={})
     with psycopg.connect(dsn, application_name=APPLICATION_NAME) as conn:
-        # dbt leaves its tables without statistics: the diff's anti-joins need them (measured: a
-        # first swap of 20,000 acteurs took 217 s without, 31 s with). Outside the transaction.
+        # The diff's anti-joins need the models' statistics (measured: a first swap of 20,000
+        # acteurs took 217 s without, 31 s with). dbt's post-hook gathers them; a model without
+        # any is analysed here, outside the transaction.
         conn.autocommit = True
-        for target in TARGETS:
-            if conn.execute("SELECT to_regclass(%s)", (f"{SCHEMA}.{target.model}",)).fetchone() != (None,):
-                conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(SCHEMA, target.model)))
+        mark = time.perf_counter()
+        for (model,) in conn.execute(
+                "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE n.nspname = %s AND c.relname = ANY(%s) AND c.relkind = 'r' AND NOT EXISTS"
+                " (SELECT 1 FROM pg_stats s WHERE s.schemaname = n.nspname AND s.tablename = c.relname)",
+                (SCHEMA, [t.model for t in TARGETS])).fetchall():
+            conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(SCHEMA, model)))
+        analyzed = round(time.perf_counter() - mark, 3)
         conn.autocommit = False
         for attempt in range(1, attempts + 1):
             result.attempts = attempt
             result.rows_before, result.rows_written, result.rows_after = {}, {}, {}
-            result.statement_seconds = {}
+            result.statement_seconds = {"analyze": analyzed}
             try:
                 with conn.transaction():
-                    _apply(conn, lock_timeout_s, max_drop_share, force, result)
-                result.lock_window_s += time.perf_counter()
+                    applied = _apply(conn, lock_timeout_s, max_drop_share, force, result)
+                committed = time.perf_counter()
+                result.lock_window_s += committed
+                # The deferred foreign-key checks run at COMMIT, one per written row and key.
+                result.statement_seconds["commit"] = round(committed - applied, 3)
                 break
             except _GuardStop:
                 result.status = "needs_approval"

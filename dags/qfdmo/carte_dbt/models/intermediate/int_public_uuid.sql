@@ -5,6 +5,8 @@
     materialized='incremental',
     unique_key='identifiant_unique',
     incremental_strategy='append',
+    unlogged=False,
+    post_hook='create unique index if not exists int_public_uuid_uuid_key on {{ this }} (uuid)',
     indexes=[{'columns': ['identifiant_unique'], 'unique': True}],
 ) }}
 

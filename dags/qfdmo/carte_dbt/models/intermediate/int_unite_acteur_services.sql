@@ -1,2 +1,2 @@
-{{ config(materialized='view') }}
+{{ config(materialized='ephemeral') }}
 {{ unit_relation('int_acteur_services', ['acteurservice_id']) }}

@@ -1,2 +1,2 @@
-{{ config(materialized='view') }}
+{{ config(materialized='ephemeral') }}
 {{ unit_relation('int_labels', ['labelqualite_id']) }}
