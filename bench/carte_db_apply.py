@@ -34,8 +34,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "dags"))
 
-from qfdmo.carte_db import apply, drop_staging, migrate, stage
-from qfdmo.carte_db import applying, run_tables, staging
+from qfdmo.carte_db import apply, applying, drop_staging, migrate, run_tables, stage, staging
 from qfdmo.carte_db.run_files import Links, RunFileWriter
 from qfdmo.carte_db.staging_format import ACTEURS_FILE
 
