@@ -34,7 +34,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "dags"))
 
-from qfdmo.carte_db import apply, drop_staging, migrate, stage
+from qfdmo.carte_db import apply, applying, drop_staging, migrate, run_tables, stage, staging
 from qfdmo.carte_db.run_files import Links, RunFileWriter
 from qfdmo.carte_db.staging_format import ACTEURS_FILE
 
@@ -210,6 +210,51 @@ def backend_cpu(conn: psycopg.Connection) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+class _ServerCpuLaps(run_tables.Laps):
+    """Laps that also record the server CPU of the bench's connection per statement: on a shared
+    machine the wall seconds of a statement swing with the others' load, its CPU seconds less."""
+
+    backend_pid: int | None = None
+    cpu_seconds: dict[str, float] = {}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last_cpu = self._cpu()
+
+    @classmethod
+    def _cpu(cls) -> float:
+        if cls.backend_pid is None:
+            return 0.0
+        fields = Path(f"/proc/{cls.backend_pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def __call__(self, name: str) -> None:
+        super().__call__(name)
+        cpu = self._cpu()
+        self.cpu_seconds[name] = self.cpu_seconds.get(name, 0.0) + cpu - self._last_cpu
+        self._last_cpu = cpu
+
+
+@contextlib.contextmanager
+def statement_cpu(conn: psycopg.Connection) -> Iterator[dict[str, float]]:
+    """Per-statement server CPU seconds of stage() and apply() on `conn` (local server only)."""
+    if not Path(f"/proc/{conn.info.backend_pid}/stat").exists():
+        yield {}
+        return
+    _ServerCpuLaps.backend_pid, _ServerCpuLaps.cpu_seconds = conn.info.backend_pid, {}
+    saved = staging.Laps, applying.Laps
+    staging.Laps = applying.Laps = _ServerCpuLaps  # type: ignore[misc]
+    try:
+        yield _ServerCpuLaps.cpu_seconds
+    finally:
+        staging.Laps, applying.Laps = saved  # type: ignore[misc]
+        _ServerCpuLaps.backend_pid = None
+
+
+def _seconds(values: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.2f}" for k, v in values.items() if v >= 0.005)
+
+
 def count_rows(dsn: str) -> dict[str, int]:
     tables = (
         "qfdmo_acteur",
@@ -238,11 +283,13 @@ def run(server_dsn: str, count: int) -> int:
         migrate(dsn)
         results = {}
         for label in ("first load", "unchanged re-run"):
-            with psycopg.connect(dsn) as conn:
+            with psycopg.connect(dsn) as conn, statement_cpu(conn) as statements_cpu:
                 cpu = backend_cpu(conn)
                 started = time.perf_counter()
                 staged = stage(conn, "bench", work, [SOURCE])
                 stage_s = time.perf_counter() - started
+                stage_cpu = dict(statements_cpu)
+                statements_cpu.clear()
                 applied = apply(conn, "bench", [SOURCE])
                 total = time.perf_counter() - started
                 used = backend_cpu(conn)
@@ -256,6 +303,10 @@ def run(server_dsn: str, count: int) -> int:
                 f" diff {staged.diff.as_dict() | {'examples': '…'}};"
                 f" rows written {applied.total_rows_written} {applied.rows_written}"
             )
+            print(f"  stage, per statement (wall s): {_seconds(staged.statement_seconds)}")
+            print(f"  stage, per statement (server CPU s): {_seconds(stage_cpu)}")
+            print(f"  apply, per statement (wall s): {_seconds(applied.statement_seconds)}")
+            print(f"  apply, per statement (server CPU s): {_seconds(statements_cpu)}")
         print(f"tables: {count_rows(dsn)}")
         first, again = results["first load"], results["unchanged re-run"]
         missed = []

@@ -62,6 +62,8 @@ def test_siret_siren(siret, siren, expected):
     ("262123456", "97400", ("262123456", None)),  # overseas: no zero added
     (612345678, "", ("0612345678", None)),
     ("12-34", "", ("", "invalid_telephone")),
+    ("01 ٢٣ 45 67 89", "", ("01456789", None)),  # digits of other scripts are not kept (not ASCII)
+    ("06 12 34 56 78 ", "", ("0612345678", None)),
     ("", "", ("", None)),
 ])
 def test_telephone(value, cp, expected):
@@ -81,6 +83,7 @@ def test_code_postal(value, expected):
     ("Contact@Example.org ", ("contact@example.org", None)),
     ("mailto:a.b@exemple.fr", ("a.b@exemple.fr", None)),
     ("pas un email", ("", "invalid_email")),
+    ("mailto:sans-arobase.fr", ("", "invalid_email")),
     ("a@b", ("", "invalid_email")),
     ("", ("", None)),
 ])
@@ -94,6 +97,8 @@ def test_email(value, expected):
     ("http://example.org", ("http://example.org", None)),
     ("https//example.org", ("https://example.org", None)),  # missing ':'
     ("http:/example.org", ("http://example.org", None)),  # missing '/'
+    ("://example.org", ("https://example.org", None)),
+    ("Hexemple.org", ("https://Hexemple.org", None)),
     ("pas une url", ("", "invalid_url")),
     ("", ("", None)),
 ])
@@ -122,6 +127,7 @@ def test_address(value, expected):
     ("2,3522,", (2.3522, None)), ("2,35,", (2.35, None)), (0, (None, None)), ("0", (None, None)),
     ("0.0", (None, None)), ("", (None, None)), (None, (None, None)), ("abc", (None, "invalid_coordinate")),
     ("123.5", (None, "invalid_coordinate")), (float("nan"), (None, None)),
+    ("48,85,66", (None, "invalid_coordinate")), (",", (None, "invalid_coordinate")), ("nan", (None, None)),
 ])
 def test_coordinate(value, expected):
     assert rules.coordinate(value, 90.0) == expected

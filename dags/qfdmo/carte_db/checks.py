@@ -71,6 +71,7 @@ def check_acteurs(cur: psycopg.Cursor, t: RunTables, source_codes: SourceCodes, 
                 )
                 for c, allowed in choices.items()
             ),
+            sql.SQL(s.NOT_DERIVED_IDENTIFIANTS),
         ]
     )
     statement = s.q(s.CHECK_COUNTS, checks=checks, a=t.acteurs)
@@ -79,6 +80,7 @@ def check_acteurs(cur: psycopg.Cursor, t: RunTables, source_codes: SourceCodes, 
     missing = [counts.pop(0) for _ in CODE_COLUMNS]
     foreign = counts.pop(0)
     unknown = [counts.pop(0) for _ in CODE_COLUMNS]
+    not_derived = counts.pop()
     too_long, outside_choices = counts[: len(limited)], counts[len(limited) :]
     if no_id or any(missing):
         named = [("identifiant_unique", no_id), *zip((c.name for c in CODE_COLUMNS), missing, strict=True)]
@@ -96,8 +98,11 @@ def check_acteurs(cur: psycopg.Cursor, t: RunTables, source_codes: SourceCodes, 
             problems.append(_unknown_codes(cur, code.name, t.acteurs_raw, code.reference or ""))
     lap("check acteurs")
 
-    # Say which acteurs collide instead of failing later on the unique index.
-    collisions = cur.execute(s.q(s.CHECK_COLLISIONS, a=t.acteurs)).fetchall()
+    # Say which acteurs collide instead of failing later on the unique index. Acteurs whose
+    # identifiant_unique is derived from (source, identifiant_externe), as the normaliser makes it,
+    # cannot collide with each other (the merge left one row per identifiant_unique): the grouping
+    # is only needed when some identifiant_unique is not.
+    collisions = cur.execute(s.q(s.CHECK_COLLISIONS, a=t.acteurs)).fetchall() if not_derived else []
     if collisions:
         problems.append(
             "several identifiant_unique share a (source, identifiant_externe): "

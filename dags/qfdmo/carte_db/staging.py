@@ -5,7 +5,7 @@ schema ``qfdmo_staging`` suffixed by the run key (``run_tables``), codes are res
 (unknown codes -> ``StagingError`` before anything is written to qfdmo tables, see ``checks``),
 duplicate identifiant_unique rows are merged (lowest row_number wins for scalar columns; union of
 propositions, sous-catégories, labels and services) and the diff is computed (``diffing``). With a
-second connection, the propositions are loaded and the sets checked on it, in parallel.
+second connection, the sets (propositions, labels, services) are loaded and checked on it, in parallel.
 """
 
 from __future__ import annotations
@@ -59,8 +59,8 @@ def stage(
 ) -> StageResult:
     """COPY the run files into staging, merge duplicates, resolve codes, compute the diff.
 
-    With `second_conn` (another connection to the same database), the propositions are loaded
-    and merged on it while `conn` loads the acteurs, labels and services: two server processes,
+    With `second_conn` (another connection to the same database), the propositions, labels and
+    services are loaded and merged on it while `conn` loads the acteurs: two server processes,
     two cores. Staging tables are the run's own, so they need no common transaction; a failure
     leaves some of them behind for drop_staging(), and nothing in the qfdmo tables.
     """
@@ -73,7 +73,7 @@ def stage(
         for table in t.all():
             cur.execute(s.q(s.DROP_TABLE, t=table))
     acteurs_rows, propositions_rows = side_by_side(
-        conn, second_conn, _stage_acteurs, _stage_propositions, t, run_dir, statements
+        conn, second_conn, _stage_acteurs, _stage_sets, t, run_dir, statements
     )
     rows = acteurs_rows | propositions_rows
     seconds["load"] = time.perf_counter() - started
@@ -165,32 +165,23 @@ def _load_raw(cur: psycopg.Cursor, table: sql.Composable, run_dir: Path, filenam
     return cur.rowcount
 
 
-def _stage_propositions(cur: psycopg.Cursor, t: RunTables, run_dir: Path, lap: Laps) -> dict[str, int]:
-    """Load propositions.tsv and merge it: one row per (acteur, action)."""
-    rows = {PROPOSITIONS_FILE: _load_raw(cur, t.propositions_raw, run_dir, PROPOSITIONS_FILE)}
-    lap(f"copy {PROPOSITIONS_FILE}")
-    # Sorted groups, not hashed ones: ~1M array_agg states would not fit in work_mem and spill;
-    # sorted in byte order ("C", abbreviated keys), which is also the order apply() writes in.
-    cur.execute("SET LOCAL enable_hashagg = off")
-    cur.execute(s.q(s.MERGE_PROPOSITIONS, p=t.propositions, raw=t.propositions_raw))
-    cur.execute("SET LOCAL enable_hashagg = on")
-    lap("merge propositions")
-    return rows
-
-
-def _stage_acteurs(cur: psycopg.Cursor, t: RunTables, run_dir: Path, lap: Laps) -> dict[str, int]:
-    """Load acteurs.tsv, labels.tsv and acteur_services.tsv and merge them: one row per acteur,
-    per (acteur, label) and per (acteur, service)."""
+def _stage_sets(cur: psycopg.Cursor, t: RunTables, run_dir: Path, lap: Laps) -> dict[str, int]:
+    """Load propositions.tsv, labels.tsv and acteur_services.tsv and merge them: one row per
+    (acteur, action), per (acteur, label) and per (acteur, service)."""
     rows: dict[str, int] = {}
     for table, filename in (
-        (t.acteurs_raw, ACTEURS_FILE),
+        (t.propositions_raw, PROPOSITIONS_FILE),
         (t.labels_raw, LABELS_FILE),
         (t.services_raw, ACTEUR_SERVICES_FILE),
     ):
         rows[filename] = _load_raw(cur, table, run_dir, filename)
         lap(f"copy {filename}")
-    # Sorted, not hashed then sorted: one pass gives the distinct rows in key order.
+    # Sorted groups, not hashed ones: ~1M array_agg states would not fit in work_mem and spill;
+    # sorted in byte order ("C", abbreviated keys), which is also the order apply() writes in.
+    # Labels and services likewise: one pass gives the distinct rows in key order.
     cur.execute("SET LOCAL enable_hashagg = off")
+    cur.execute(s.q(s.MERGE_PROPOSITIONS, p=t.propositions, raw=t.propositions_raw))
+    lap("merge propositions")
     for merged, raw, reference, code, id_column in (
         (t.labels, t.labels_raw, "qfdmo_labelqualite", "label_code", "labelqualite_id"),
         (t.services, t.services_raw, "qfdmo_acteurservice", "acteur_service_code", "acteurservice_id"),
@@ -207,6 +198,13 @@ def _stage_acteurs(cur: psycopg.Cursor, t: RunTables, run_dir: Path, lap: Laps) 
         )
     cur.execute("SET LOCAL enable_hashagg = on")
     lap("merge labels and services")
+    return rows
+
+
+def _stage_acteurs(cur: psycopg.Cursor, t: RunTables, run_dir: Path, lap: Laps) -> dict[str, int]:
+    """Load acteurs.tsv and merge it: one row per acteur."""
+    rows = {ACTEURS_FILE: _load_raw(cur, t.acteurs_raw, run_dir, ACTEURS_FILE)}
+    lap(f"copy {ACTEURS_FILE}")
     # Signatures of the staged sets, filled by the diff for the acteurs that already exist
     # (a new acteur has nothing to compare with: a first load computes none).
     cur.execute(s.q(s.CREATE_SETS, sets=t.sets))

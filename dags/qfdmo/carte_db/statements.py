@@ -81,6 +81,12 @@ CHECK_COLLISIONS = (
     "SELECT source_code, identifiant_externe, count(*) FROM {a}"
     " GROUP BY source_code, identifiant_externe HAVING count(*) > 1 ORDER BY 3 DESC, 1, 2 LIMIT 5"
 )
+# Acteurs whose identifiant_unique is not the one qfdmo.sources.rules.identifiant_unique derives from
+# (source_code, identifiant_externe): only they can collide (a count of CHECK_COUNTS).
+NOT_DERIVED_IDENTIFIANTS = (
+    "count(*) FILTER (WHERE identifiant_unique IS DISTINCT FROM"
+    " replace(replace(source_code || '_' || identifiant_externe, '/', '-'), ' ', ''))"
+)
 ADD_PRIMARY_KEY = "ALTER TABLE {a} ADD PRIMARY KEY (identifiant_unique)"
 ANALYZE_KEY = "ANALYZE {t} (identifiant_unique)"
 CHECK_SET_COUNTS = "SELECT {conditions} FROM {x}"

@@ -171,6 +171,7 @@ class RowNormaliser:
         (ban, siret_raw, siren_raw, telephone_raw, email_raw, url_raw, horaires_raw, nom_commercial,
          adresse_complement, description, horaires_description, consignes) = map(get, DETAIL_FIELDS)
         text = rules.text
+        warning: str | None
         if self.ban_address:
             adresse, cp, ville, warning = rules.address(ban)
             if warning:
@@ -183,7 +184,26 @@ class RowNormaliser:
             siret, siren, warning = rules.siret_siren(siret_raw, siren_raw)
             if warning:
                 warnings[warning] += 1
-        telephone, email, url, horaires = _contacts(telephone_raw, email_raw, url_raw, horaires_raw, cp, warnings)
+        # Contacts: each '' when absent or invalid (then a warning).
+        telephone = email = url = horaires = ""
+        if telephone_raw:
+            telephone, warning = rules.telephone(telephone_raw, cp)
+            if warning:
+                warnings[warning] += 1
+        if email_raw:
+            email, warning = rules.email(email_raw)
+            if warning:
+                warnings[warning] += 1
+        if url_raw:
+            url, warning = rules.url(url_raw)
+            if warning:
+                warnings[warning] += 1
+        if horaires_raw:
+            horaires_text = text(horaires_raw)
+            if horaires_text:
+                horaires, warning = rules.horaires_osm(horaires_text)
+                if warning:
+                    warnings[warning] += 1
         nom_commercial = text(nom_commercial) if nom_commercial else ""
         adresse_complement = text(adresse_complement) if adresse_complement else ""
         cut = (nom, nom_commercial, adresse, adresse_complement, ville, telephone)
@@ -250,28 +270,3 @@ def _address_fields(get: Any, warnings: Counter[str]) -> tuple[str, str, str]:
         warnings[warning] += 1
     return rules.text(adresse_raw), cp, rules.city(rules.text(ville_raw))
 
-
-def _contacts(telephone_raw: object, email_raw: object, url_raw: object, horaires_raw: object, cp: str,
-              warnings: Counter[str]) -> tuple[str, str, str, str]:
-    """(telephone, email, url, horaires_osm), each '' when absent or invalid (then a warning)."""
-    telephone = email = url = horaires = ""
-    warning: str | None
-    if telephone_raw:
-        telephone, warning = rules.telephone(telephone_raw, cp)
-        if warning:
-            warnings[warning] += 1
-    if email_raw:
-        email, warning = rules.email(email_raw)
-        if warning:
-            warnings[warning] += 1
-    if url_raw:
-        url, warning = rules.url(url_raw)
-        if warning:
-            warnings[warning] += 1
-    if horaires_raw:
-        horaires_text = rules.text(horaires_raw)
-        if horaires_text:
-            horaires, warning = rules.horaires_osm(horaires_text)
-            if warning:
-                warnings[warning] += 1
-    return telephone, email, url, horaires

@@ -146,7 +146,10 @@ def telephone(value: object, code_postal: str = "") -> tuple[str, str | None]:
     if isinstance(value, int | float) and not isinstance(value, bool):
         s = _digits(value)
     else:
-        s = _PHONE_KEEP.sub("", text(value))
+        s = text(value)
+        compact = s.replace(" ", "")
+        # The usual "01 23 45 67 89": spaces only between ASCII digits, no regex needed.
+        s = compact if compact.isdigit() and compact.isascii() else _PHONE_KEEP.sub("", s)
     if not s:
         return "", None
     digits = s.lstrip("+")
@@ -188,7 +191,7 @@ def email(value: object) -> tuple[str, str | None]:
         return "", None
     if s.startswith("mailto:"):
         s = s[7:]
-    if len(s) > 254 or not _EMAIL.match(s):
+    if len(s) > 254 or "@" not in s or not _EMAIL.match(s):
         return "", "invalid_email"
     return s, None
 
@@ -204,7 +207,9 @@ def url(value: object) -> tuple[str, str | None]:
     if not s:
         return "", None
     lower = s[:8].lower()
-    if not (lower.startswith("https://") or lower.startswith("http://")):
+    if s[0] not in "hH:/":  # no scheme at all (the usual "www.…"): what _URL_SCHEME would find
+        s = "https://" + s
+    elif not (lower.startswith("https://") or lower.startswith("http://")):
         m = _URL_SCHEME.match(s)
         assert m is not None  # the pattern matches the empty prefix
         scheme = "http://" if (m.group("scheme") or "").lower() == "http" else "https://"
@@ -268,14 +273,12 @@ def coordinate(value: object, limit: float) -> tuple[float | None, str | None]:
         s = text(value)
         if not s:
             return None, None
+        if "," in s:  # float() refuses any comma: repaired first rather than after a costly ValueError
+            s = s.rstrip(",").replace(",", ".")
         try:
             f = float(s)
         except ValueError:
-            s = s.rstrip(",").replace(",", ".")
-            try:
-                f = float(s)
-            except ValueError:
-                return None, "invalid_coordinate"
+            return None, "invalid_coordinate"
     if f != f or f == 0.0:
         return None, None
     if not -limit <= f <= limit:
