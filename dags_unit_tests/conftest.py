@@ -8,6 +8,8 @@ Each test is marked by kind from the fixtures it uses: `e2e` (the Airflow stack)
 - `s3_server` (session): moto's S3 server on a free loopback port, platform buckets created.
 - `airflow_stack` (session): Airflow 3 (api-server, scheduler, dag-processor, triggerer) on the same
   PostgreSQL and S3, started on first use, DAGs from a copy of dags/ (tests may add files to it).
+- `celery_stack` (session): a second, separate stack with QFDMO_EXECUTOR=celery — Redis broker, two
+  Celery workers as two "machines" (own data dirs, own hostnames) —, helpers in celery_bed.py.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ _database_numbers = itertools.count()
 
 # A test's kind follows from the services it asks for (directly or through another fixture):
 # `make test-fast` runs the unit tests only, with no service started.
-_E2E_FIXTURES = frozenset({"airflow_stack"})
+_E2E_FIXTURES = frozenset({"airflow_stack", "celery_stack"})
 _INTEGRATION_FIXTURES = frozenset({"test_stack", "postgres", "carte_dsn", "s3_server"})
 
 
@@ -40,13 +42,17 @@ _INTEGRATION_FIXTURES = frozenset({"test_stack", "postgres", "carte_dsn", "s3_se
 # throwaway services; the tests on the Airflow stack form one group, so one worker starts one Airflow
 # while the other runs everything else (two Airflow stacks side by side on 2 cores were slower).
 AIRFLOW_GROUP = "airflow_stack"
+# The Celery stack's tests share one stack too, on the other xdist worker (beside the non-Airflow tests).
+CELERY_GROUP = "celery_stack"
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
-        if fixtures & _E2E_FIXTURES:
+        if "celery_stack" in fixtures:
+            item.add_marker(pytest.mark.xdist_group(CELERY_GROUP))
+        elif "airflow_stack" in fixtures:
             item.add_marker(pytest.mark.xdist_group(AIRFLOW_GROUP))
         if any(item.get_closest_marker(name) for name in ("unit", "integration", "e2e")):
             continue  # a test that starts services itself says so
@@ -173,3 +179,17 @@ def airflow_stack(test_stack) -> AirflowStack:
     if not test_stack.with_airflow:
         test_stack.start_airflow()
     return AirflowStack(test_stack)
+
+
+@pytest.fixture(scope="session")
+def celery_stack():
+    from celery_bed import CeleryStack, start_celery_stack
+
+    stack, state_dir = start_celery_stack()
+    print(f"celery_stack started: {stack.timings}")
+    yield CeleryStack(stack)
+    running = {child.name for child in stack.group.children}
+    for name in set(stack.worker_names()) & running:  # throwaway: no warm shutdown to wait for
+        stack.kill_worker(name)
+    stack.stop()
+    shutil.rmtree(state_dir, ignore_errors=True)

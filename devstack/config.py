@@ -103,6 +103,22 @@ class StackConfig:
     def data_dir(self) -> Path:
         return self.state_dir / "data"
 
+    def worker_dir(self, name: str) -> Path:
+        """A Celery worker's own folder, as if it were another machine: its data and scratch."""
+        return self.state_dir / "machines" / name
+
+    def worker_env(self, name: str) -> dict[str, str]:
+        """What a Celery worker adds to airflow_env(): its name and a disk of its own."""
+        machine = self.worker_dir(name)
+        return {
+            "QFDMO_WORKER_NAME": name,
+            "QFDMO_DATA_DIR": str(machine / "data"),
+            "TMPDIR": str(machine / "tmp"),
+            # Task-instance hostnames `<worker>.<machine>` (devstack.worker_identity).
+            "PYTHONPATH": str(REPO_ROOT),
+            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "devstack.worker_identity.hostname",
+        }
+
     @property
     def logs_dir(self) -> Path:
         return self.state_dir / "logs"
@@ -228,6 +244,11 @@ class StackConfig:
             env["AIRFLOW__CELERY__RESULT_BACKEND"] = (
                 f"db+postgresql://postgres@127.0.0.1:{self.ports.postgres}/airflow")
             env["AIRFLOW__CELERY__WORKER_CONCURRENCY"] = os.environ.get("QFDMO_WORKER_CONCURRENCY", "2")
+            if self.ephemeral:
+                # Test stacks: a killed worker's task is declared lost (then retried) after 20 s
+                # without heartbeat, instead of 5 min (README « Passer à l'échelle »).
+                env["AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT"] = "20"
+                env["AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL"] = "2"
         if self.ephemeral:
             # Test stacks: new DAG files are picked up within seconds.
             env["AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL"] = "5"

@@ -176,6 +176,35 @@ class ProcessGroup:
         self.children.append(child)
         return child
 
+    def child(self, name: str) -> Child:
+        """The running child called `name` (the newest, after a restart)."""
+        for child in reversed(self.children):
+            if child.name == name:
+                return child
+        raise StackError(f"No process {name!r} in this stack.")
+
+    def kill(self, child: Child) -> None:
+        """SIGKILL the child and every process under it, whatever their group (task processes may
+        start their own), as if its machine had died; the group forgets it."""
+        for pid in process_tree([child.process.pid]) + processes_in_group(child.process.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        child.process.wait(10)
+        self.children.remove(child)
+
+    def terminate(self, child: Child, timeout: float = 60.0) -> None:
+        """SIGTERM the child's group and wait for it to exit (SIGKILL after `timeout`); the group
+        forgets it."""
+        signal_group(child.process.pid, signal.SIGTERM)
+        try:
+            child.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            signal_group(child.process.pid, signal.SIGKILL)
+            child.process.wait(5)
+        self.children.remove(child)
+
     def dead(self) -> list[Child]:
         return [child for child in self.children if child.process.poll() is not None]
 

@@ -119,21 +119,55 @@ class Stack:
                 args.append("--skip-serve-logs")
             self.group.start(component, args, env=env, cwd=self.config.airflow_home)
         for name in self.worker_names():
-            # Task logs go to S3 at the end of each task, so the workers need no log server
-            # (two on one machine would otherwise fight over its port).
-            worker_env = {**env, "QFDMO_WORKER_NAME": name, "PYTHONPATH": str(REPO_ROOT),
-                          "AIRFLOW__CORE__HOSTNAME_CALLABLE": "devstack.worker_identity.hostname"}
-            self.group.start(name, ["airflow", "celery", "worker", "--celery-hostname", f"{name}@%h",
-                                    "--skip-serve-logs"], env=worker_env, cwd=self.config.airflow_home)
+            self._spawn_worker(name, env)
         self._record_children()
         wait_until(self.healthy, "every Airflow component to report healthy", timeout=120, group=self.group)
-        if self.config.celery:
-            wait_until(lambda: len(self.live_workers()) == CELERY_WORKERS,
-                       f"{CELERY_WORKERS} Celery workers to answer a ping", timeout=120, group=self.group)
+        self.wait_for_workers(self.worker_names())
         self._timed("airflow_healthy", started)
 
     def worker_names(self) -> list[str]:
         return [f"worker{n}" for n in range(1, CELERY_WORKERS + 1)] if self.config.celery else []
+
+    def _spawn_worker(self, name: str, env: dict[str, str]) -> None:
+        # Each worker has a disk of its own (data, scratch), as on separate machines.
+        for folder in ("data", "tmp"):
+            (self.config.worker_dir(name) / folder).mkdir(parents=True, exist_ok=True)
+        # Task logs go to S3 at the end of each task, so the workers need no log server
+        # (two on one machine would otherwise fight over its port).
+        self.group.start(name, ["airflow", "celery", "worker", "--celery-hostname", f"{name}@%h",
+                                "--skip-serve-logs"], env={**env, **self.config.worker_env(name)},
+                         cwd=self.config.airflow_home)
+
+    def wait_for_workers(self, names: list[str], timeout: float = 120) -> None:
+        """Until each of these Celery workers answers a ping."""
+        expected = {f"{name}@{os.uname().nodename}" for name in names}
+        wait_until(lambda: expected <= set(self.live_workers()),
+                   f"Celery workers {', '.join(names)} to answer a ping", timeout=timeout, group=self.group)
+
+    def start_worker(self, name: str) -> None:
+        """(Re)start one Celery worker and wait until it answers."""
+        self._spawn_worker(name, self.config.airflow_env())
+        self._record_children()
+        self.wait_for_workers([name])
+
+    def kill_worker(self, name: str) -> None:
+        """SIGKILL a Celery worker and all its processes (its running tasks too): a machine lost."""
+        self.group.kill(self.group.child(name))
+        self._record_children()
+
+    def stop_worker(self, name: str) -> None:
+        """Celery's warm shutdown (SIGTERM): it takes no new task and waits for its running ones."""
+        self.group.terminate(self.group.child(name))
+        self._record_children()
+
+    def stop_broker(self) -> None:
+        self.group.terminate(self.group.child("broker"))
+        self._record_children()
+
+    def start_broker(self) -> None:
+        """(Re)start the broker, empty (in memory only), on the same port."""
+        self.broker.start(self.group)
+        self._record_children()
 
     def live_workers(self) -> list[str]:
         """Names of the Celery workers answering a broadcast ping (empty without Celery)."""
