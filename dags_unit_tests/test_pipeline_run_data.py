@@ -4,15 +4,17 @@ streamed uploads, each task on its own scratch disk ("machine"), a failed run's 
 
 from __future__ import annotations
 
+import gzip
 import itertools
 import os
+import random
 
 import psycopg
 import pytest
 from fakes import feed_server  # noqa: F401 - pytest fixture
 from qfdmo.carte_db.staging_format import FILES
 from qfdmo.pipeline import S3RunStore, apply, check_feed, download, finish, normalise, stage
-from qfdmo.pipeline.run_data import NORMALISED_DIR, RAW_FILE, S3Upload
+from qfdmo.pipeline.run_data import GZIP_SUFFIX, NORMALISED_DIR, RAW_FILE, S3Upload
 from qfdmo.sources import load_declarations
 
 from devstack.config import RUNS_BUCKET
@@ -38,27 +40,32 @@ def _staging_tables(dsn: str) -> int:
 def test_a_large_object_streams_in_parts_and_a_failed_write_leaves_nothing(store, tmp_path):
     data = store.run("source_x", "manual__2026-12-01T10:00:00+00:00")
     assert data.location == f"s3://{RUNS_BUCKET}/{store.prefix}runs/source_x/manual__2026-12-01T10_00_00_00_00/"
-    block = bytes(range(256)) * 256  # 64 KiB
-    blocks = (2 * S3Upload.PART_SIZE) // len(block) + 3  # two full parts and a short last one
+    noise = random.Random(13).randbytes(2 * S3Upload.PART_SIZE + 100_000)  # incompressible: three parts
     with data.writer(RAW_FILE) as out:
-        for i in range(blocks):
-            out.write(block[i % 256:] + block[:i % 256])
+        for start in range(0, len(noise), 65_536):
+            out.write(noise[start:start + 65_536])
     assert isinstance(out, S3Upload) and out._upload_id is not None and len(out._parts) == 3
-    copy = data.local_copy(RAW_FILE, tmp_path)
-    with copy.open("rb") as got:
-        for i in range(blocks):
-            assert got.read(len(block)) == block[i % 256:] + block[:i % 256]
-        assert got.read() == b""
+    assert data.local_copy(RAW_FILE, tmp_path).read_bytes() == noise
+
+    text = b'{"results": [{"nom": "Ressourcerie"}]}\n' * 100_000  # 3.8 MB of JSON: one small gzip PUT
+    with data.writer("text.jsonl") as out:
+        out.write(text)
+    assert out._upload_id is None and out.bytes == len(text)
+    size = store.client.head_object(Bucket=RUNS_BUCKET, Key=f"{data.prefix}text.jsonl{GZIP_SUFFIX}")["ContentLength"]
+    assert size < len(text) / 20
+    assert gzip.decompress(store.client.get_object(
+        Bucket=RUNS_BUCKET, Key=f"{data.prefix}text.jsonl{GZIP_SUFFIX}")["Body"].read()) == text  # zcat reads it
 
     with pytest.raises(RuntimeError, match="feed broke"), data.writer("other.jsonl") as out:
-        out.write(block * 200)  # one part sent
+        out.write(noise)  # two parts sent
         raise RuntimeError("feed broke")
-    assert data.get("other.jsonl") is None
+    assert _keys(store) == [f"runs/source_x/manual__2026-12-01T10_00_00_00_00/{name}{GZIP_SUFFIX}"
+                            for name in (RAW_FILE, "text.jsonl")]
     assert not store.client.list_multipart_uploads(Bucket=RUNS_BUCKET, Prefix=store.prefix).get("Uploads")
 
-    data.put("small.json", b"{}")  # under one part: a single PUT
+    data.put("small.json", b"{}")  # a small object as it is
     assert data.get("small.json") == b"{}" and data.get("missing.json") is None
-    assert data.delete() == 2 and _keys(store) == []
+    assert data.delete() == 3 and _keys(store) == []
     assert store.at(data.location) == data
     with pytest.raises(ValueError, match="is not a run of"):
         store.at(f"s3://{RUNS_BUCKET}/elsewhere/")
@@ -75,7 +82,7 @@ def test_each_task_on_its_own_machine_and_a_failed_run_kept_then_swept(feed_serv
     data = store.run("source_refashion", "run1")
 
     downloaded = download(declaration, url, data)
-    assert _keys(store, "runs/source_refashion/run1/") == [RAW_FILE]
+    assert _keys(store, "runs/source_refashion/run1/") == [RAW_FILE + GZIP_SUFFIX]
     checked = check_feed(declaration, data, carte_dsn, downloaded)
     normalised = normalise(declaration, data, "handover_run1", carte_dsn, scratch_base=machines[0])
     assert set(normalised.step_seconds) == {"fetch", "normalise", "load"}
@@ -100,9 +107,9 @@ def test_each_task_on_its_own_machine_and_a_failed_run_kept_then_swept(feed_serv
                   outcome="not applied: failed at stage_and_diff", retention_days=7, sweep_with=store.at)
     assert kept.kept_until is not None and _staging_tables(carte_dsn) == 0
     assert _keys(store, "runs/source_refashion/run2/") == sorted(
-        [RAW_FILE, *(f"{NORMALISED_DIR}/{name}" for name in FILES)])
-    acteurs = failed.get(f"{NORMALISED_DIR}/acteurs.tsv")
-    assert acteurs is not None and b"inconnu" in acteurs and acteurs.count(b"\n") == normalised.acteurs_written
+        f"{name}{GZIP_SUFFIX}" for name in [RAW_FILE, *(f"{NORMALISED_DIR}/{name}" for name in FILES)])
+    acteurs = failed.local_copy(f"{NORMALISED_DIR}/acteurs.tsv", tmp_path / "diagnosis").read_bytes()
+    assert b"inconnu" in acteurs and acteurs.count(b"\n") == normalised.acteurs_written
     with psycopg.connect(carte_dsn) as conn:
         record = conn.execute("SELECT location, outcome, kept_until - kept_since FROM qfdmo_platform.kept_run"
                               ).fetchone()
@@ -112,7 +119,7 @@ def test_each_task_on_its_own_machine_and_a_failed_run_kept_then_swept(feed_serv
     third = store.run("source_refashion", "run3")
     third.put("nomenclature.json", b"{}")
     assert finish("handover_run3", carte_dsn, third, settled=True, sweep_with=store.at).swept == 0
-    assert failed.get(RAW_FILE) is not None
+    assert f"{RAW_FILE}{GZIP_SUFFIX}" in _keys(store, "runs/source_refashion/run2/")
     # Past its date: swept, data and record.
     with psycopg.connect(carte_dsn) as conn:
         conn.execute("UPDATE qfdmo_platform.kept_run SET kept_until = now() - interval '1 minute'")
@@ -125,7 +132,7 @@ def test_each_task_on_its_own_machine_and_a_failed_run_kept_then_swept(feed_serv
 
 def test_a_failed_run_cleared_and_rerun_to_its_end_is_no_longer_kept(carte_dsn, store):
     data = store.run("source_refashion", "retried")
-    data.put(RAW_FILE, b"{}\n")
+    data.put("nomenclature.json", b"{}")
     finish("handover_retried", carte_dsn, data, settled=False, dag_id="source_refashion", run_id="retried",
            outcome="not applied: failed at normalise", retention_days=7)
     finish("handover_retried", carte_dsn, data, settled=True)

@@ -71,7 +71,9 @@ def _queue_on(stack, worker: str) -> Iterator[Callable[[str], None]]:
 
 def _waiting(dsn: str, condition: str) -> bool:
     with psycopg.connect(dsn, autocommit=True) as conn:
-        return conn.execute(f"SELECT count(*) FROM pg_locks WHERE NOT granted AND {condition}").fetchone()[0] > 0
+        return conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE NOT granted AND database = "
+            f"(SELECT oid FROM pg_database WHERE datname = current_database()) AND {condition}").fetchone()[0] > 0
 
 
 def _report(s3, run_id: str) -> dict:
@@ -180,7 +182,9 @@ def test_a_source_run_spreads_over_two_machines_and_ends_as_on_one(celery_stack,
         prefix = f"runs/{DAG_ID}/"
         assert s3.list_objects_v2(Bucket=RUNS_BUCKET, Prefix=prefix).get("KeyCount", 0) == 0
         for worker in workers:
-            assert [p for p in stack.worker_data_dir(worker).rglob("*") if p.is_file()] == []
+            left = [p for folder in ("runs", "scratch", "reports")
+                    for p in (stack.worker_data_dir(worker) / folder).rglob("*") if p.is_file()]
+            assert left == [], left
     changed = _report(s3, runs[1])
     assert changed["counts"]["changed"] >= 1, changed
 

@@ -1,10 +1,10 @@
 """Where the tasks of a source run hand each other the run's data, so that any task may run on any
 machine (LocalExecutor or Celery workers alike).
 
-    s3://<bucket>/<prefix>runs/<dag_id>/<run_id>/raw.jsonl         the downloaded feed (download → normalise)
-    s3://<bucket>/<prefix>runs/<dag_id>/<run_id>/nomenclature.json SINOE's waste codes (download → check, normalise)
-    s3://<bucket>/<prefix>runs/<dag_id>/<run_id>/normalised/*.tsv  a failed run's staged rows (cleanup, for diagnosis)
-    s3://<bucket>/<prefix>reports/<dag_id>/<run_id>.json           the run report (kept)
+    s3://<bucket>/<prefix>runs/<dag_id>/<run_id>/raw.jsonl.gz        the downloaded feed (download → normalise)
+    s3://<bucket>/<prefix>runs/<dag_id>/<run_id>/nomenclature.json   SINOE's waste codes (download → check, normalise)
+    s3://<bucket>/<prefix>runs/<dag_id>/<run_id>/normalised/*.tsv.gz a failed run's staged rows (cleanup, diagnosis)
+    s3://<bucket>/<prefix>reports/<dag_id>/<run_id>.json             the run report (kept)
 
 The normalised rows do not travel through S3: the normalise task COPYs them into the run's staging
 tables (qfdmo_staging) itself, which is where the next task reads them. The local disk is only the
@@ -12,8 +12,8 @@ scratch of one task (`scratch_dir`).
 
 `S3RunData` is what the DAGs use (the platform's S3: Cellar, MinIO, moto locally). `LocalRunData`
 keeps a run in one directory, the layout of the single-machine platform: the benchmark's baseline and
-tests that need no S3. Objects are streamed both ways (multipart upload, ranged download): a run's
-feed is never whole in memory.
+tests that need no S3. Streams are gzip-compressed and streamed both ways (multipart upload from a
+background thread, decompressed as downloaded): a run's feed is never whole in memory.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from __future__ import annotations
 import contextlib
 import shutil
 import tempfile
+import zlib
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,6 +35,7 @@ from qfdmo.settings import settings
 RAW_FILE = "raw.jsonl"
 NOMENCLATURE_FILE = "nomenclature.json"
 NORMALISED_DIR = "normalised"
+GZIP_SUFFIX = ".gz"  # what S3RunData.writer adds to a stream's object key
 
 
 class RunData(Protocol):
@@ -66,76 +69,88 @@ class RunData(Protocol):
 
 
 class S3Upload:
-    """A binary writer that streams to one S3 object: parts of PART_SIZE bytes uploaded by a
-    background thread while the caller goes on writing (one part in flight, so memory stays at two
-    parts); an object smaller than one part is a single PUT. `abort()` leaves no object."""
+    """A binary writer that streams to one S3 object, gzip-compressed (level 1: JSON and TSV shrink
+    several times for little CPU, and the upload is what costs, README « Données d'un run »).
+
+    The caller's bytes are handed over in chunks of CHUNK_SIZE to one background thread that
+    compresses them (zlib releases the GIL) and uploads parts of PART_SIZE bytes, while the caller
+    goes on (reading the feed); at most two chunks wait, so memory stays at a few chunks and parts.
+    An object smaller than one part is a single PUT; `abort()` (or a failed close) leaves no object.
+    """
 
     PART_SIZE = 8 << 20  # S3's minimum is 5 MiB for every part but the last
+    CHUNK_SIZE = 4 << 20
+    MAX_WAITING_CHUNKS = 2
 
     def __init__(self, client: Any, bucket: str, key: str) -> None:
         self._client, self._bucket, self._key = client, bucket, key
-        self._buffer = bytearray()
+        self._raw = bytearray()
+        self._compressor = zlib.compressobj(1, zlib.DEFLATED, 31)  # wbits 31: gzip framing (zcat reads it)
+        self._out = bytearray()  # compressed, not sent yet (background thread only)
         self._upload_id: str | None = None
         self._parts: list[dict[str, Any]] = []
-        self._pool: ThreadPoolExecutor | None = None
-        self._in_flight: Future[dict[str, Any]] | None = None
-        self.bytes = 0
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="s3-upload")
+        self._waiting: deque[Future[None]] = deque()
+        self.bytes = 0  # written by the caller, before compression
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
-        self._buffer += data
+        self._raw += data
         self.bytes += len(data)
-        if len(self._buffer) >= self.PART_SIZE:
-            self._send_part()
+        if len(self._raw) >= self.CHUNK_SIZE:
+            self._hand_over(final=False)
         return len(data)
 
-    def _send_part(self) -> None:
+    def _hand_over(self, final: bool) -> None:
+        chunk = bytes(self._raw)
+        self._raw.clear()
+        while len(self._waiting) >= self.MAX_WAITING_CHUNKS:
+            self._waiting.popleft().result()
+        self._waiting.append(self._pool.submit(self._absorb, chunk, final))
+
+    def _absorb(self, chunk: bytes, final: bool) -> None:
+        self._out += self._compressor.compress(chunk)
+        if final:
+            self._out += self._compressor.flush()
+        while len(self._out) >= self.PART_SIZE:
+            self._send_part(bytes(self._out[: self.PART_SIZE]))
+            del self._out[: self.PART_SIZE]
+        if not final:
+            return
+        if self._upload_id is None:
+            self._client.put_object(Bucket=self._bucket, Key=self._key, Body=bytes(self._out))
+        else:
+            if self._out:
+                self._send_part(bytes(self._out))
+            self._client.complete_multipart_upload(Bucket=self._bucket, Key=self._key, UploadId=self._upload_id,
+                                                   MultipartUpload={"Parts": self._parts})
+        self._out.clear()
+
+    def _send_part(self, body: bytes) -> None:
         if self._upload_id is None:
             self._upload_id = self._client.create_multipart_upload(Bucket=self._bucket, Key=self._key)["UploadId"]
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="s3-upload")
-        self._wait()
-        number, body = len(self._parts) + 1, bytes(self._buffer)
-        self._buffer.clear()
-        assert self._pool is not None
-        self._in_flight = self._pool.submit(self._upload_part, number, body)
-
-    def _upload_part(self, number: int, body: bytes) -> dict[str, Any]:
+        number = len(self._parts) + 1
         answer = self._client.upload_part(Bucket=self._bucket, Key=self._key, UploadId=self._upload_id,
                                           PartNumber=number, Body=body)
-        return {"ETag": answer["ETag"], "PartNumber": number}
-
-    def _wait(self) -> None:
-        if self._in_flight is not None:
-            future, self._in_flight = self._in_flight, None
-            self._parts.append(future.result())
+        self._parts.append({"ETag": answer["ETag"], "PartNumber": number})
 
     def close(self) -> None:
         try:
-            if self._upload_id is None:
-                self._client.put_object(Bucket=self._bucket, Key=self._key, Body=bytes(self._buffer))
-                return
-            if self._buffer:
-                self._send_part()
-            self._wait()
-            self._client.complete_multipart_upload(Bucket=self._bucket, Key=self._key, UploadId=self._upload_id,
-                                                   MultipartUpload={"Parts": self._parts})
-        finally:
-            self._shutdown()
+            self._hand_over(final=True)
+            while self._waiting:
+                self._waiting.popleft().result()
+        except BaseException:
+            self.abort()
+            raise
+        self._pool.shutdown(wait=True)
 
     def abort(self) -> None:
-        try:
-            if self._in_flight is not None:
-                self._in_flight.cancel()
-                with contextlib.suppress(Exception):
-                    self._in_flight.result()
-            if self._upload_id is not None:
+        for future in self._waiting:
+            future.cancel()
+        self._pool.shutdown(wait=True)  # a part being sent ends first
+        self._waiting.clear()
+        if self._upload_id is not None:
+            with contextlib.suppress(Exception):  # the caller's error is the one to report
                 self._client.abort_multipart_upload(Bucket=self._bucket, Key=self._key, UploadId=self._upload_id)
-        finally:
-            self._shutdown()
-
-    def _shutdown(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
 
 
 @dataclass(frozen=True)
@@ -153,7 +168,8 @@ class S3RunData:
 
     @contextlib.contextmanager
     def writer(self, name: str) -> Iterator[BinaryIO]:
-        upload = S3Upload(self.client, self.bucket, self._key(name))
+        """Object `<name>.gz` (gzip): a stream is compressed on its way to S3, and back on local_copy."""
+        upload = S3Upload(self.client, self.bucket, self._key(name) + GZIP_SUFFIX)
         try:
             yield upload  # type: ignore[misc]  # write() is all the callers use of BinaryIO
         except BaseException:
@@ -172,10 +188,17 @@ class S3RunData:
         return body
 
     def local_copy(self, name: str, scratch: Path) -> Path:
+        """The stream `name` (written by `writer`), decompressed into `scratch` as it arrives."""
         path = scratch / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        # boto3's transfer manager: ranged GETs on a few threads, written to the file as they come.
-        self.client.download_file(self.bucket, self._key(name), str(path))
+        body = self.client.get_object(Bucket=self.bucket, Key=self._key(name) + GZIP_SUFFIX)["Body"]
+        decompressor = zlib.decompressobj(31)
+        with path.open("wb") as out:
+            for chunk in body.iter_chunks(1 << 20):
+                out.write(decompressor.decompress(chunk))
+            out.write(decompressor.flush())
+        if not decompressor.eof:
+            raise OSError(f"{self.location}{name}{GZIP_SUFFIX} is truncated")
         return path
 
     def delete(self) -> int:
