@@ -95,14 +95,14 @@ def _run_across(stack, url: str, first: str, second: str) -> str:
                 locks.execute("LOCK TABLE qfdmo_source IN ACCESS EXCLUSIVE MODE")
                 run_id = stack.trigger(DAG_ID, {"endpoint_url": url})
                 wait_until(lambda: _waiting(dsn, "relation = 'qfdmo_source'::regclass"),
-                           "check_feed to wait for qfdmo_source", 300, interval=0.3)
+                           "check_feed to wait for qfdmo_source", 600, interval=0.3)
                 move(second)
-            wait_until(lambda: _waiting(dsn, "locktype = 'advisory'"), "apply to wait for its lock", 300,
+            wait_until(lambda: _waiting(dsn, "locktype = 'advisory'"), "apply to wait for its lock", 600,
                        interval=0.3)
             move(first)
         finally:
             locks.execute("SELECT pg_advisory_unlock(%s)", (lock_key([SOURCE]),))
-        assert stack.wait_for_run(DAG_ID, run_id, timeout=300) == "success"
+        assert stack.wait_for_run(DAG_ID, run_id, timeout=600) == "success"
     return run_id
 
 
