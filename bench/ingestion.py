@@ -60,6 +60,7 @@ from qfdmo.carte_db.contract import read_catalog  # noqa: E402
 from qfdmo.pipeline import (  # noqa: E402
     LocalRunData,
     RunData,
+    S3RunData,
     S3RunStore,
     apply,
     check_feed,
@@ -70,6 +71,7 @@ from qfdmo.pipeline import (  # noqa: E402
 )
 from qfdmo.pipeline.fingerprint import forget_record  # noqa: E402
 from qfdmo.pipeline.parallel_normalise import default_processes  # noqa: E402
+from qfdmo.pipeline.run_data import GZIP_SUFFIX, RAW_FILE  # noqa: E402
 from qfdmo.sources import load_declarations  # noqa: E402
 
 from devstack.config import RUNS_BUCKET  # noqa: E402
@@ -144,6 +146,11 @@ def ingest(declaration, url: str, dsn: str, work: Path, name: str, postgres: Pos
     started = time.perf_counter()
     downloaded = download(declaration, url, data)
     seconds["download"] = time.perf_counter() - started
+    stored = None
+    if isinstance(data, S3RunData):  # what the hand-over keeps in S3 (gzip), for the printed figures
+        key = f"{data.prefix}{RAW_FILE}{GZIP_SUFFIX}"
+        stored = data.client.head_object(Bucket=data.bucket, Key=key)["ContentLength"]
+    sizes = {"feed_bytes": downloaded.bytes, "stored_bytes": stored}
     mark = time.perf_counter()
     # The steps as the source DAG wires them: an unchanged feed stops at the fast-path decision.
     checked = check_feed(declaration, data, dsn, downloaded)
@@ -165,6 +172,7 @@ def ingest(declaration, url: str, dsn: str, work: Path, name: str, postgres: Pos
             "apply_statements": {},
             "skipped": True,
             "data": data,
+            **sizes,
             "key": key,
         }
     mark = time.perf_counter()
@@ -196,6 +204,7 @@ def ingest(declaration, url: str, dsn: str, work: Path, name: str, postgres: Pos
         "normalise_seconds": normalised.step_seconds,
         "skipped": False,
         "data": data,
+        **sizes,
         "key": key,
     }
 
@@ -389,6 +398,10 @@ def main() -> int:
         f"{cpu['apply']:.1f} s) = {cpu['total'] / floor_cpu_s:.2f}x the floor's {floor_cpu_s:.1f} s "
         f"(median of {', '.join(f'{c:.1f}' for c in floors_cpu)}): less sensitive to a busy machine than wall time"
     )
+    if first["stored_bytes"]:
+        print(f"  raw feed:              {first['feed_bytes'] / 1e6:.1f} MB, "
+              f"{first['stored_bytes'] / 1e6:.1f} MB in S3 "
+              f"(gzip level 1: {first['feed_bytes'] / first['stored_bytes']:.1f}x smaller)")
     print("  normalise:             " + ", ".join(f"{k} {v:.1f}s" for k, v in first["normalise_seconds"].items())
           + " (fetch: the feed from the run data to the task's scratch disk; load: COPY into staging)")
     if local_first is not None:
