@@ -54,7 +54,7 @@ def _in_a_daemon(tmp_path: Path, answers) -> None:
     try:
         report, _ = normalised(tmp_path, "daemon", processes=2)
         answers.put(report["acteurs_written"])
-    except BaseException as exc:  # noqa: BLE001 - the parent reports it
+    except BaseException as exc:  # the parent reports it
         answers.put(repr(exc))
 
 

@@ -59,7 +59,7 @@ def sweep(conn: psycopg.Connection, run_at: Callable[[str], RunData]) -> int:
             for location in locations:
                 try:
                     run_at(location).delete()
-                except Exception as exc:
+                except Exception as exc:  # one bad location must not stop the sweep
                     log.warning("could not remove the kept run data at %s: %s", location, exc)
                     continue
                 done.append(location)
