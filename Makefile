@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: venv run up down status test test-fast lint bench lock clean-local
 
-$(STAMP): airflow-requirements.txt dev-requirements.txt
+$(STAMP): airflow-requirements.txt dev-requirements.txt installer-requirements.txt
 	@scripts/venv.sh
 
 venv: $(STAMP)
@@ -26,10 +26,10 @@ status: venv
 	@$(PY) -m devstack status
 
 ## Linters + the whole test suite, on throwaway services started by the tests. Two pytest-xdist
-## workers: the Airflow stack's tests on one, everything else on the other (see conftest.py).
-TEST_WORKERS ?= 2
-test: venv lint
-	@$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadgroup dags_unit_tests
+## workers: the Airflow stack's tests on one, everything else on the other (see conftest.py); the
+## linters run beside them (scripts/test.sh). TEST_WORKERS=1 for a single pytest process.
+test: venv
+	@scripts/test.sh
 
 ## Unit tests only (no PostgreSQL, S3 or Airflow started): the quick loop while changing code.
 test-fast: venv
@@ -41,10 +41,11 @@ lint: venv
 bench: venv
 	@scripts/bench.sh
 
-## Recompiles both lock files (runtime, then dev constrained by runtime).
+## Recompiles the lock files (runtime, then dev constrained by runtime, then the installer).
 lock: venv
 	$(VENV)/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links -o airflow-requirements.txt airflow-requirements.in
 	$(VENV)/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links -o dev-requirements.txt dev-requirements.in
+	$(VENV)/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links -o installer-requirements.txt installer-requirements.in
 
 ## Deletes the local stack's state (databases, S3 objects, Airflow home). The stack must be stopped.
 clean-local: down

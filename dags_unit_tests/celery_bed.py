@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
-from conftest import AirflowStack  # type: ignore[import-not-found]
+from conftest import AirflowStack
 
 from devstack.config import REPO_ROOT, Ports, StackConfig
 from devstack.processes import free_port, wait_until
@@ -113,8 +113,12 @@ class CeleryStack(AirflowStack):
     def wait_for_task_state(self, dag_id: str, run_id: str, task_id: str, states: tuple[str, ...],
                             timeout: float = 120) -> TaskRow:
         def reached() -> TaskRow | None:
-            return next((row for row in self.task_instances(dag_id, run_id)
-                         if row.task_id == task_id and row.state in states), None)
+            rows = self.task_instances(dag_id, run_id)
+            found = next((row for row in rows if row.task_id == task_id and row.state in states), None)
+            if found is None and self.run_state(dag_id, run_id) in FINISHED_RUN_STATES:
+                raise AssertionError(f"run {run_id} of {dag_id} ended before {task_id} was "
+                                     f"{'/'.join(states)}:\n{describe(rows)}")
+            return found
 
         return wait_until(reached, f"{task_id} of {run_id} to be {'/'.join(states)}", timeout,
                           group=self.stack.group, interval=0.5)
@@ -147,6 +151,18 @@ class CeleryStack(AirflowStack):
         return wait_until(lambda: next(iter(self.lock_waiters(key)), None), f"a task to wait for lock {key}",
                           timeout, group=self.stack.group, interval=0.2)
 
+    def table_lock_waiters(self, table: str) -> list[int]:
+        """Backend pids waiting for a lock on `table` of the carte database (LOCK TABLE by the test)."""
+        with psycopg.connect(self.carte_dsn, autocommit=True) as conn:
+            rows = conn.execute("SELECT pid FROM pg_locks WHERE locktype = 'relation' AND NOT granted"
+                                " AND relation = %s::regclass", (table,)).fetchall()
+        return [pid for (pid,) in rows]
+
+    def waits_for_a_lock(self, pid: int) -> bool:
+        with psycopg.connect(self.carte_dsn, autocommit=True) as conn:
+            row = conn.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()
+        return bool(row) and row[0] == "Lock"
+
     def backend_alive(self, pid: int) -> bool:
         with psycopg.connect(self.carte_dsn, autocommit=True) as conn:
             return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()[0] > 0
@@ -160,9 +176,21 @@ class CeleryStack(AirflowStack):
     def stop_worker(self, name: str) -> None:
         self.stack.stop_worker(name)
 
-    def start_worker(self, name: str) -> None:
-        """Start it again (same name, same data directory) and wait until it answers a ping."""
-        self.stack.start_worker(name)
+    def start_worker(self, name: str, wait: bool = True) -> None:
+        """Start it again (same name, same data directory); wait until it answers a ping, unless
+        told not to (the next test's `restore` waits)."""
+        self.stack.start_worker(name, wait=wait)
+
+    def restore(self) -> None:
+        """Back to a full stack: the broker and both workers running and answering (what each test
+        of `celery_stack` starts from, whatever the previous one stopped or killed)."""
+        running = self.stack.running()
+        if "broker" not in running:
+            self.stack.start_broker()
+        for name in self.worker_names():
+            if name not in running:
+                self.stack.start_worker(name, wait=False)
+        self.stack.wait_for_workers(self.worker_names())
 
     def live_workers(self) -> list[str]:
         return self.stack.live_workers()

@@ -8,8 +8,10 @@ Each test is marked by kind from the fixtures it uses: `e2e` (the Airflow stack)
 - `s3_server` (session): moto's S3 server on a free loopback port, platform buckets created.
 - `airflow_stack` (session): Airflow 3 (api-server, scheduler, dag-processor, triggerer) on the same
   PostgreSQL and S3, started on first use, DAGs from a copy of dags/ (tests may add files to it).
-- `celery_stack` (session): a second, separate stack with QFDMO_EXECUTOR=celery — Redis broker, two
-  Celery workers as two "machines" (own data dirs, own hostnames) —, helpers in celery_bed.py.
+- `celery_stack`: a second, separate stack with QFDMO_EXECUTOR=celery — Redis broker, two Celery
+  workers as two "machines" (own data dirs, own hostnames) —, one per session
+  (`celery_stack_session`), handed to each test with its broker and both workers up; helpers in
+  celery_bed.py.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ _database_numbers = itertools.count()
 
 # A test's kind follows from the services it asks for (directly or through another fixture):
 # `make test-fast` runs the unit tests only, with no service started.
-_E2E_FIXTURES = frozenset({"airflow_stack", "celery_stack"})
+_CELERY_FIXTURES = frozenset({"celery_stack", "celery_stack_session"})
+_E2E_FIXTURES = frozenset({"airflow_stack"}) | _CELERY_FIXTURES
 _INTEGRATION_FIXTURES = frozenset({"test_stack", "postgres", "carte_dsn", "s3_server"})
 
 
@@ -50,7 +53,7 @@ CELERY_GROUP = "celery_stack"
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
-        if "celery_stack" in fixtures:
+        if fixtures & _CELERY_FIXTURES:
             item.add_marker(pytest.mark.xdist_group(CELERY_GROUP))
         elif "airflow_stack" in fixtures:
             item.add_marker(pytest.mark.xdist_group(AIRFLOW_GROUP))
@@ -182,14 +185,20 @@ def airflow_stack(test_stack) -> AirflowStack:
 
 
 @pytest.fixture(scope="session")
-def celery_stack():
+def celery_stack_session():
     from celery_bed import CeleryStack, start_celery_stack
 
     stack, state_dir = start_celery_stack()
     print(f"celery_stack started: {stack.timings}")
     yield CeleryStack(stack)
-    running = {child.name for child in stack.group.children}
-    for name in set(stack.worker_names()) & running:  # throwaway: no warm shutdown to wait for
-        stack.kill_worker(name)
+    # Throwaway: SIGKILL every process tree (newest first) rather than wait for graceful shutdowns.
+    for child in reversed(stack.group.children[:]):
+        stack.group.kill(child)
     stack.stop()
     shutil.rmtree(state_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def celery_stack(celery_stack_session):
+    celery_stack_session.restore()
+    return celery_stack_session

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-from fakes.dedup_carte import insert_acteurs, insert_parent, recompute_parents_in_vue, reference_ids
+from fakes.dedup_carte import insert_acteurs, insert_parent, reference_ids
 from qfdmo.dedup.apply import apply_changes, apply_pending, has_work
 from qfdmo.dedup.params import ClusteringParams
 from qfdmo.dedup.run import run_clustering
@@ -142,12 +142,14 @@ def test_validate_apply_reject_and_run_again(carte):
         assert revision_parent(conn, "b1") == "no revision"  # rejected: untouched
         # The rest reviewed: the cohorte is done.
         set_statut(conn, found[frozenset({"e1", "e2"})][0], "REJETEE")
-        recompute_parents_in_vue(conn)  # what compute_acteurs does after the asset event
     assert apply_pending(carte)["picked"] == 0
     with psycopg.connect(carte) as conn:
         assert conn.execute("SELECT statut FROM data_suggestion WHERE suggestion = '{}'").fetchone() == ("ATRAITER",)
-    # A second run proposes neither the applied clusters nor the rejected ones.
+    # A second run before compute_acteurs has recomputed the view (which still shows a1, a2, c3 as
+    # orphans and p_d2 as a parent) proposes neither the applied clusters nor the rejected ones.
+    # (After the recomputation: test_dedup_dags_e2e.py.)
     report = cluster(carte, run_id="manual__2")
+    assert report["skipped_not_recomputed"] == 4  # a1, a2, c3 (linked by revision), p_d2 (deleted)
     assert report["clusters"] == 0 and report["merges_refused_rejected_before"] >= 2
 
 

@@ -108,10 +108,16 @@ def test_celery_profile_broker_and_two_workers_from_the_scheduler_image() -> Non
         assert worker["hostname"] == name, "the webserver reads running tasks' logs from <hostname>:8793"
         assert "inspect ping" in " ".join(worker["healthcheck"]["test"])
         assert worker["depends_on"]["valkey"]["condition"] == "service_healthy"
+        # A killed worker comes back; a stopped one finishes its running tasks first.
+        assert worker["restart"] == "unless-stopped"
+        assert worker["init"] is True
+        assert worker["stop_grace_period"] == "10m"
     assert "valkey-cli" in SERVICES["valkey"]["healthcheck"]["test"]
     template = (REPO / "dags" / ".env.template").read_text()
     assert "AIRFLOW__CORE__EXECUTOR=LocalExecutor" in template, "LocalExecutor stays the default"
     assert "AIRFLOW__CELERY__BROKER_URL=redis://valkey:6379/0" in template
+    assert "qfdmo.airflow.celery_executor.BrokerAwareCeleryExecutor" in template
+    assert "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS=qfdmo.airflow.celery_config.CELERY_CONFIG" in template
 
 
 def test_ports_carte_db_6543_ui_8080() -> None:

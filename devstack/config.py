@@ -26,8 +26,12 @@ BUCKETS = (LOGS_BUCKET, DAGS_BUCKET, OPENDATA_BUCKET, RUNS_BUCKET)
 UI_USER = "airflow"
 UI_PASSWORD = "airflow"
 # LocalExecutor runs every task on the scheduler's machine (the default everywhere); CeleryExecutor
-# (QFDMO_EXECUTOR=celery) adds a Redis broker and CELERY_WORKERS workers to the local stack.
-EXECUTORS = {"local": "LocalExecutor", "celery": "CeleryExecutor"}
+# (QFDMO_EXECUTOR=celery) adds a Redis broker and CELERY_WORKERS workers to the local stack, with the
+# platform's subclass that holds tasks back while the broker is down (qfdmo/airflow/celery_executor.py).
+CELERY_EXECUTOR = "qfdmo.airflow.celery_executor.BrokerAwareCeleryExecutor"
+# Airflow's Celery settings plus the workers' hook that lets tasks start processes.
+CELERY_CONFIG = "qfdmo.airflow.celery_config.CELERY_CONFIG"
+EXECUTORS = {"local": "LocalExecutor", "celery": CELERY_EXECUTOR}
 CELERY_WORKERS = 2
 
 # moto accepts any key pair; these are placeholders, not secrets.
@@ -114,8 +118,7 @@ class StackConfig:
             "QFDMO_WORKER_NAME": name,
             "QFDMO_DATA_DIR": str(machine / "data"),
             "TMPDIR": str(machine / "tmp"),
-            # Task-instance hostnames `<worker>.<machine>` (devstack.worker_identity).
-            "PYTHONPATH": str(REPO_ROOT),
+            # Task-instance hostnames `<worker>.<machine>` (devstack.worker_identity, on PYTHONPATH).
             "AIRFLOW__CORE__HOSTNAME_CALLABLE": "devstack.worker_identity.hostname",
         }
 
@@ -239,16 +242,23 @@ class StackConfig:
             "SYNC_DAGS_SCRIPT": str(REPO_ROOT / "sync_dags.sh"),
         }
         if self.celery:
+            # The executor class from the DAG folder (as in the images), devstack for the workers' names.
+            env["PYTHONPATH"] = os.pathsep.join((str(self.dags_folder), str(REPO_ROOT)))
             env["AIRFLOW__CELERY__BROKER_URL"] = self.broker_url
+            env["AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS"] = CELERY_CONFIG
             # Results in the metadata database: no second store to run.
             env["AIRFLOW__CELERY__RESULT_BACKEND"] = (
                 f"db+postgresql://postgres@127.0.0.1:{self.ports.postgres}/airflow")
             env["AIRFLOW__CELERY__WORKER_CONCURRENCY"] = os.environ.get("QFDMO_WORKER_CONCURRENCY", "2")
             if self.ephemeral:
-                # Test stacks: a killed worker's task is declared lost (then retried) after 20 s
-                # without heartbeat, instead of 5 min (README « Passer à l'échelle »).
-                env["AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT"] = "20"
+                # Test stacks: a killed worker's task is declared lost (then retried) after 40 s
+                # without heartbeat, instead of 5 min (README « Passer à l'échelle »); not much less:
+                # on a saturated machine a live task's heartbeat can lag that long.
+                env["AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT"] = "40"
                 env["AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL"] = "2"
+                # Each call of a task to the execution API: 30 s instead of 5 (x 5 tries), for the
+                # same reason.
+                env["AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT"] = "30"
         if self.ephemeral:
             # Test stacks: new DAG files are picked up within seconds.
             env["AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL"] = "5"

@@ -39,6 +39,7 @@ class Stack:
         self.s3 = S3Server(config.ports.s3)
         self.broker = broker.BrokerServer(config.broker_dir, config.ports.broker)
         self.timings: dict[str, float] = {}
+        self._migration: subprocess.Popen | None = None  # `airflow db migrate`, while it runs
 
     @property
     def pgids_file(self) -> Path:
@@ -85,6 +86,8 @@ class Stack:
         self._record_children()
         self.postgres.create_database("airflow")
         self.postgres.create_database("qfdmo", postgis=True)
+        if self.with_airflow:
+            self._begin_airflow_migration()  # meanwhile: the carte schema, S3
         migrate_carte_db(self.config.dsn("qfdmo"))
         self._timed("postgres", started)
 
@@ -100,13 +103,14 @@ class Stack:
             self.broker.start(self.group)
             self._record_children()
             self._timed("broker", started)
+        if self.config.celery and self.config.ephemeral:
+            # Tests kill workers: the retries come at once (devstack/test_policy.py).
+            local_settings = self.config.airflow_home / "config" / "airflow_local_settings.py"
+            local_settings.parent.mkdir(parents=True, exist_ok=True)
+            local_settings.write_text("from devstack.test_policy import task_policy  # noqa: F401\n")
         started = time.monotonic()
         env = self.config.airflow_env()
-        result = subprocess.run(
-            ["airflow", "db", "migrate"], env={**os.environ, **env}, capture_output=True, text=True
-        )
-        if result.returncode != 0:
-            raise StackError(f"`airflow db migrate` failed:\n{result.stdout[-1500:]}{result.stderr[-2500:]}")
+        self._finish_airflow_migration()
         self._timed("airflow_db_migrate", started)
 
         started = time.monotonic()
@@ -124,6 +128,26 @@ class Stack:
         wait_until(self.healthy, "every Airflow component to report healthy", timeout=120, group=self.group)
         self.wait_for_workers(self.worker_names())
         self._timed("airflow_healthy", started)
+
+    @property
+    def _migration_log(self) -> Path:
+        return self.config.logs_dir / "airflow-db-migrate.log"
+
+    def _begin_airflow_migration(self) -> None:
+        with self._migration_log.open("wb") as log:
+            self._migration = subprocess.Popen(
+                ["airflow", "db", "migrate"], env={**os.environ, **self.config.airflow_env()},
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def _finish_airflow_migration(self) -> None:
+        if self._migration is None:
+            self._begin_airflow_migration()
+        assert self._migration is not None
+        returncode = self._migration.wait()
+        self._migration = None
+        if returncode != 0:
+            output = self._migration_log.read_text(errors="replace")
+            raise StackError(f"`airflow db migrate` failed:\n{output[-4000:]}")
 
     def worker_names(self) -> list[str]:
         return [f"worker{n}" for n in range(1, CELERY_WORKERS + 1)] if self.config.celery else []
@@ -144,11 +168,16 @@ class Stack:
         wait_until(lambda: expected <= set(self.live_workers()),
                    f"Celery workers {', '.join(names)} to answer a ping", timeout=timeout, group=self.group)
 
-    def start_worker(self, name: str) -> None:
-        """(Re)start one Celery worker and wait until it answers."""
+    def start_worker(self, name: str, wait: bool = True) -> None:
+        """(Re)start one Celery worker; wait until it answers, unless told not to."""
         self._spawn_worker(name, self.config.airflow_env())
         self._record_children()
-        self.wait_for_workers([name])
+        if wait:
+            self.wait_for_workers([name])
+
+    def running(self) -> set[str]:
+        """Names of the stack's processes still running."""
+        return {child.name for child in self.group.children if child.process.poll() is None}
 
     def kill_worker(self, name: str) -> None:
         """SIGKILL a Celery worker and all its processes (its running tasks too): a machine lost."""
@@ -178,7 +207,7 @@ class Stack:
         app = Celery(broker=self.config.broker_url)
         try:
             replies = app.control.ping(timeout=1.0) or []
-        except OSError:
+        except Exception:  # broker down or restarting (socket, kombu or redis errors): no answer yet
             return []
         finally:
             app.close()
@@ -198,6 +227,10 @@ class Stack:
         )
 
     def stop(self) -> None:
+        if self._migration is not None:  # a start that failed while it ran
+            self._migration.kill()
+            self._migration.wait()
+            self._migration = None
         self.group.stop()
         self.pgids_file.unlink(missing_ok=True)
 

@@ -1,5 +1,8 @@
-"""Fills a carte database for the dedup's tests and benchmark: acteurs in qfdmo_acteur (what
-sources deliver) and, as compute_acteurs would compute it, the exhaustive view qfdmo_vueacteur.
+"""Fills a carte database for the clustering's integration tests and benchmark: acteurs in
+qfdmo_acteur (what sources deliver) and, as compute_acteurs would compute it, the exhaustive view
+qfdmo_vueacteur, which is all the clustering reads — without a dbt build per test (or of 500,000
+acteurs in the benchmark). The end-to-end test (test_dedup_dags_e2e.py) runs the real compute_acteurs
+instead.
 
 Rows are the generator's (fakes.dedup_acteurs): source_id / acteur_type_id 1..n are mapped to the
 n first ids of the reference data.
@@ -93,28 +96,3 @@ def insert_parent(conn: psycopg.Connection, identifiant: str, nom: str, children
         conn.execute("UPDATE qfdmo_vueacteur SET parent_id = %s, revision_existe = true WHERE identifiant_unique = %s",
                      (identifiant, child))
 
-
-def recompute_parents_in_vue(conn: psycopg.Connection) -> None:
-    """What compute_acteurs does for dedup links, enough for the tests: the view's parent_id and
-    parents follow qfdmo_revisionacteur."""
-    with conn.transaction():
-        conn.execute("""
-            INSERT INTO qfdmo_vueacteur (identifiant_unique, nom, acteur_type_id, statut, public_accueilli, reprise,
-                adresse, code_postal, ville, location, latitude, longitude, uuid, code_commune_insee, revision_existe,
-                est_parent, est_dans_carte, est_dans_opendata)
-            SELECT r.identifiant_unique, r.nom, coalesce(r.acteur_type_id, 1), r.statut, '', '', r.adresse,
-                   r.code_postal, r.ville, r.location, ST_Y(r.location::geometry), ST_X(r.location::geometry),
-                   r.identifiant_unique, '', true, true, true, false
-            FROM qfdmo_revisionacteur r
-            WHERE r.source_id IS NULL
-              AND NOT EXISTS (SELECT FROM qfdmo_acteur a WHERE a.identifiant_unique = r.identifiant_unique)
-            ON CONFLICT (identifiant_unique) DO NOTHING
-        """)
-        conn.execute("""
-            UPDATE qfdmo_vueacteur v SET parent_id = r.parent_id FROM qfdmo_revisionacteur r
-            WHERE r.identifiant_unique = v.identifiant_unique AND v.parent_id IS DISTINCT FROM r.parent_id
-        """)
-        conn.execute("""
-            DELETE FROM qfdmo_vueacteur v WHERE v.est_parent AND NOT EXISTS
-                (SELECT FROM qfdmo_revisionacteur r WHERE r.identifiant_unique = v.identifiant_unique)
-        """)

@@ -32,6 +32,16 @@ READ_COLUMNS = {
     "siret_is_closed": "BOOLEAN", "latitude": "DOUBLE", "longitude": "DOUBLE",
 }
 
+# An orphan of the view that a revision already puts under a parent (applied since the last
+# compute_acteurs; or a link compute_acteurs found invalid, which applying would refuse too), or a
+# parent of the view whose revision is gone (deleted as parent since): its parent link is not the
+# view's yet. Over the alias `s` of the selected view rows.
+UNSETTLED = sql.SQL(
+    "(EXISTS (SELECT FROM qfdmo_revisionacteur r WHERE r.identifiant_unique = s.identifiant_unique"
+    " AND r.parent_id IS NOT NULL) OR (s.est_parent AND NOT EXISTS (SELECT FROM qfdmo_revisionacteur r"
+    " WHERE r.identifiant_unique = s.identifiant_unique)))"
+)
+
 
 class DedupDataError(ValueError):
     """A parameter that names something the carte does not have (unknown source or acteur type code)."""
@@ -46,6 +56,7 @@ class ReadResult:
     without_location: int
     without_code_postal: int
     skipped_already_proposed: int
+    skipped_not_recomputed: int
     rejected_pairs: list[tuple[str, str]] = field(default_factory=list)
     source_ids: dict[str, int] = field(default_factory=dict)
 
@@ -67,8 +78,10 @@ def read_members(dsn: str, params: ClusteringParams, folder: Path) -> ReadResult
     """COPY the ACTIF orphans and parents that the params select, and every child, to CSV files.
 
     An acteur already in a pending clustering suggestion (AVALIDER, ATRAITER, ENCOURS) is left out:
-    it is proposed once, and again only after a decision. Pairs of a REJETEE suggestion are returned
-    so that clustering never joins them again."""
+    it is proposed once, and again only after a decision. So is an acteur whose parent link changed
+    since the view was computed (UNSETTLED): the view lags the revisions until compute_acteurs has
+    run after apply_suggestions, and proposing such an acteur again would duplicate a cluster just
+    applied. Pairs of a REJETEE suggestion are returned so that clustering never joins them again."""
     folder.mkdir(parents=True, exist_ok=True)
     acteurs_csv, children_csv = folder / "acteurs.csv", folder / "children.csv"
     with psycopg.connect(dsn) as conn:
@@ -94,14 +107,16 @@ def read_members(dsn: str, params: ClusteringParams, folder: Path) -> ReadResult
         where = sql.SQL(" AND ").join(filters)
         columns = sql.SQL(", ").join(sql.SQL("v.{}").format(sql.Identifier(c)) for c in READ_COLUMNS)
         selected = sql.SQL("SELECT {} FROM qfdmo_vueacteur v WHERE {}").format(columns, where)
+        pending_member = sql.SQL(
+            "EXISTS (SELECT FROM dedup_pending p WHERE p.identifiant_unique = s.identifiant_unique)")
         skipped = conn.execute(
-            sql.SQL("SELECT count(*) FROM ({}) s JOIN dedup_pending p USING (identifiant_unique)").format(selected),
+            sql.SQL("SELECT count(*) FILTER (WHERE {p}), count(*) FILTER (WHERE NOT {p} AND {u})"
+                    " FROM ({s}) s").format(p=pending_member, u=UNSETTLED, s=selected),
             args,
         ).fetchone()
         query = sql.SQL(
-            "COPY (SELECT s.* FROM ({}) s WHERE NOT EXISTS (SELECT FROM dedup_pending p"
-            " WHERE p.identifiant_unique = s.identifiant_unique)) TO STDOUT (FORMAT csv, HEADER)"
-        ).format(selected)
+            "COPY (SELECT s.* FROM ({}) s WHERE NOT {} AND NOT {}) TO STDOUT (FORMAT csv, HEADER)"
+        ).format(selected, pending_member, UNSETTLED)
         _copy_to_file(conn, query, args, acteurs_csv)
         _copy_to_file(conn, sql.SQL(
             "COPY (SELECT identifiant_unique, parent_id, statut, source_id FROM qfdmo_vueacteur"
@@ -111,14 +126,16 @@ def read_members(dsn: str, params: ClusteringParams, folder: Path) -> ReadResult
                     " count(*) FROM ({}) s").format(selected), args).fetchone()
         children = one_count(conn, "SELECT count(*) FROM qfdmo_vueacteur WHERE parent_id IS NOT NULL")
         rejected = _suggested_members(conn, ("REJETEE",))
+    already_proposed, not_recomputed = (int(skipped[0]), int(skipped[1])) if skipped else (0, 0)
     rejected_pairs = [
         (a, b) for members in rejected.values() for i, a in enumerate(sorted(members)) for b in sorted(members)[i + 1:]
     ]
     return ReadResult(
         acteurs_csv=acteurs_csv, children_csv=children_csv,
-        acteurs=(int(gaps[2]) if gaps else 0) - (int(skipped[0]) if skipped else 0), children=children,
+        acteurs=(int(gaps[2]) if gaps else 0) - already_proposed - not_recomputed, children=children,
         without_location=int(gaps[0]) if gaps else 0, without_code_postal=int(gaps[1]) if gaps else 0,
-        skipped_already_proposed=int(skipped[0]) if skipped else 0, rejected_pairs=rejected_pairs,
+        skipped_already_proposed=already_proposed, skipped_not_recomputed=not_recomputed,
+        rejected_pairs=rejected_pairs,
         source_ids=source_ids,
     )
 

@@ -112,6 +112,7 @@ def run_clustering(
         "without_location": read.without_location,
         "without_code_postal": read.without_code_postal,
         "skipped_already_proposed": read.skipped_already_proposed,
+        "skipped_not_recomputed": read.skipped_not_recomputed,
         "rejected_pairs_known": len(read.rejected_pairs),
         "candidate_pairs": matched.compared_pairs,
         "pairs_above_threshold": len(matched.pairs) + matched.too_far,
@@ -156,9 +157,9 @@ def to_text(report: dict[str, Any]) -> str:
     lines = [f"Clustering report {report['dag_id']} / {report['run_id']}"
              + (" (DRY RUN: nothing written)" if report["dry_run"] else "")]
     keys = ("acteurs_read", "children_read", "without_location", "without_code_postal", "skipped_already_proposed",
-            "rejected_pairs_known", "candidate_pairs", "pairs_above_threshold", "pairs_too_far",
-            "merges_refused_same_source", "merges_refused_rejected_before", "clusters", "acteurs_in_clusters",
-            "new_parents", "kept_parents", "parents_deleted", "suggestions_written")
+            "skipped_not_recomputed", "rejected_pairs_known", "candidate_pairs", "pairs_above_threshold",
+            "pairs_too_far", "merges_refused_same_source", "merges_refused_rejected_before", "clusters",
+            "acteurs_in_clusters", "new_parents", "kept_parents", "parents_deleted", "suggestions_written")
     lines.append("  counts: " + ", ".join(f"{k}={report[k]}" for k in keys))
     lines.append(f"  threshold: {report['match_threshold']}; cluster sizes: {json.dumps(report['cluster_sizes'])}")
     if report["large_blocks_skipped"]:

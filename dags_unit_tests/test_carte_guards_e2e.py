@@ -1,0 +1,108 @@
+"""The guards of compute_acteurs and export_opendata through the test stack's running scheduler, a
+person answering the approval form through the REST API as the UI does (under `dags test` a
+human-in-the-loop task waits forever): the displayed acteurs would fall by more than
+max_drop_share, or the export has far fewer rows than the file published last; Reject → nothing
+swapped / published, the webapp's tables and the public file exactly as they were; Approve →
+swapped / published."""
+
+from __future__ import annotations
+
+import boto3
+import psycopg
+from fakes.carte_rows import CarteRows
+from qfdmo.carte.opendata import COLUMN_NAMES, CURRENT_KEY
+from stack_runs import answer_approval, report_of, set_paused, succeeded, task_state, trigger, wait_idle
+
+from devstack.config import S3_DEV_KEY_ID, S3_DEV_KEY_SECRET
+
+PREFIX = "guard_e2e_"
+GONE = [f"{PREFIX}{i}" for i in range(3)]
+
+
+def _displayed_snapshot(conn: psycopg.Connection) -> list[tuple]:
+    """Every row of the displayed acteurs and their propositions, to prove 'nothing changed'."""
+    return conn.execute(
+        "SELECT row_to_json(d)::text, (SELECT count(*) FROM qfdmo_displayedpropositionservice p"
+        " WHERE p.acteur_id = d.identifiant_unique) FROM qfdmo_displayedacteur d ORDER BY d.identifiant_unique"
+    ).fetchall()
+
+
+def _displayed_ids(conn: psycopg.Connection) -> set[str]:
+    return {r[0] for r in conn.execute("SELECT identifiant_unique FROM qfdmo_displayedacteur")}
+
+
+def _run(stack, dag_id: str, conf: dict, choice: str) -> tuple[str, dict, dict]:
+    """A run that asks for approval, answered `choice`; returns (run id, the form, the run's report)."""
+    run_id = trigger(stack, dag_id, conf)
+    form = answer_approval(stack, dag_id, run_id, choice)
+    assert succeeded(stack, dag_id, run_id)
+    return run_id, form, report_of(stack, dag_id, run_id)
+
+
+def test_compute_acteurs_guard_rejected_then_approved(airflow_stack):
+    stack, dsn = airflow_stack, airflow_stack.carte_dsn
+    dag_id = "compute_acteurs"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = CarteRows(conn)
+        for identifiant in GONE:
+            rows.acteur(identifiant, source="valdelia")
+            rows.proposition(identifiant, "reparer", ["ecran"])
+    try:
+        # The starting carte, ours on it (no guard: whatever earlier tests changed); then whatever
+        # the unpause started (queued asset events) has settled too.
+        setup = trigger(stack, dag_id, {"max_drop_share": 1})
+        assert succeeded(stack, dag_id, setup)
+        wait_idle(stack, dag_id)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            before = _displayed_snapshot(conn)
+            shown_before = _displayed_ids(conn)
+            assert set(GONE) <= shown_before
+            # Their source's feed dropped them (as a source run sets them).
+            conn.execute("UPDATE qfdmo_acteur SET statut = 'SUPPRIME' WHERE identifiant_unique = ANY(%s)", (GONE,))
+
+        conf = {"max_drop_share": 0, "approval_timeout": 600}  # any drop needs a person
+        rejected, form, report = _run(stack, dag_id, conf, "Reject")
+        assert "Approve to replace qfdmo_displayed*" in form["body"]
+        assert report["outcome"] == "not swapped: rejected"
+        assert task_state(stack, dag_id, rejected, "swap") == "skipped"
+        with psycopg.connect(dsn) as conn:
+            assert _displayed_snapshot(conn) == before
+
+        _, _, report = _run(stack, dag_id, conf, "Approve")
+        assert report["outcome"] == "swapped"
+        with psycopg.connect(dsn) as conn:
+            assert _displayed_ids(conn) == shown_before - set(GONE)
+    finally:
+        set_paused(stack, dag_id, True)
+        wait_idle(stack, dag_id)
+
+
+def test_export_opendata_guard_rejected_then_approved(airflow_stack):
+    stack, dag_id = airflow_stack, "export_opendata"
+    bucket = "qfdmo-opendata-guard-e2e"  # not the stack's open-data bucket, which other tests read
+    s3 = boto3.client("s3", endpoint_url=stack.s3_endpoint_url, aws_access_key_id=S3_DEV_KEY_ID,
+                      aws_secret_access_key=S3_DEV_KEY_SECRET, region_name="us-east-1")
+    s3.create_bucket(Bucket=bucket)
+    # Last week's file had a million rows: this week's few hundred are far below 90 % of it.
+    s3.put_object(Bucket=bucket, Key=CURRENT_KEY, Body=b"last week\n", Metadata={"rows": "1000000"})
+    published = s3.head_object(Bucket=bucket, Key=CURRENT_KEY)
+    conf = {"bucket": bucket, "approval_timeout": 600}
+    try:
+        rejected, form, report = _run(stack, dag_id, conf, "Reject")
+        assert "instead of 1000000 last time" in form["body"]
+        assert report["outcome"] == "not published: rejected"
+        assert task_state(stack, dag_id, rejected, "publish") == "skipped"
+        assert s3.head_object(Bucket=bucket, Key=CURRENT_KEY)["ETag"] == published["ETag"]
+        assert "Contents" not in s3.list_objects_v2(Bucket=bucket, Prefix="acteurs/archives/")
+
+        _, _, report = _run(stack, dag_id, conf, "Approve")
+        assert report["outcome"] == "published"
+        current = s3.get_object(Bucket=bucket, Key=CURRENT_KEY)
+        header = current["Body"].read().decode("utf-8").splitlines()[0]
+        assert header == ",".join(COLUMN_NAMES)
+        assert current["Metadata"]["rows"] == str(report["export"]["rows"])
+        archives = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="acteurs/archives/")["Contents"]]
+        assert archives == [report["publish"]["archive"]]
+    finally:
+        set_paused(stack, dag_id, True)
+        wait_idle(stack, dag_id)
