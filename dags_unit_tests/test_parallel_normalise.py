@@ -4,7 +4,6 @@ aside), with the same report: counts, duplicates across parts, examples with tru
 from __future__ import annotations
 
 import json
-import multiprocessing
 from pathlib import Path
 
 import pytest
@@ -48,26 +47,6 @@ def normalised(tmp_path: Path, name: str, processes: int) -> tuple[dict[str, obj
     files = {name: (run_dir / name).read_text(encoding="utf-8").splitlines() for name in FILES}
     assert not (run_dir / "parts").exists()
     return report, files
-
-
-def _in_a_daemon(tmp_path: Path, answers) -> None:
-    try:
-        report, _ = normalised(tmp_path, "daemon", processes=2)
-        answers.put(report["acteurs_written"])
-    except BaseException as exc:  # the parent reports it
-        answers.put(repr(exc))
-
-
-def test_runs_in_a_daemonic_process_as_celery_tasks_do(tmp_path):
-    """A Celery worker's task process is daemonic; multiprocessing refuses it children unless lifted."""
-    context = multiprocessing.get_context("fork")
-    answers = context.Queue()
-    child = context.Process(target=_in_a_daemon, args=(tmp_path, answers), daemon=True)
-    child.start()
-    answer = answers.get(timeout=120)
-    child.join(30)
-    assert answer == normalised(tmp_path, "here", processes=1)[0]["acteurs_written"], answer
-    assert not multiprocessing.current_process().daemon
 
 
 def test_several_processes_write_what_one_writes(tmp_path):

@@ -14,13 +14,11 @@ counted on hashes of identifiant_unique across parts).
 
 from __future__ import annotations
 
-import contextlib
 import math
 import multiprocessing
 import os
 import shutil
 import time
-from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 
@@ -94,23 +92,6 @@ def _normalise_part(
     return report, seen
 
 
-@contextlib.contextmanager
-def _children_allowed() -> Iterator[None]:
-    """A Celery worker runs each task in a daemonic process, and multiprocessing refuses children to
-    a daemonic process ("daemonic processes are not allowed to have children"): the rule is there so
-    that no child outlives its parent, and the pool below is joined before normalise_feed returns,
-    so the flag is lifted meanwhile (multiprocessing keeps it in the process's `_config`)."""
-    process = multiprocessing.current_process()
-    if not process.daemon:
-        yield
-        return
-    process._config["daemon"] = False  # type: ignore[attr-defined]
-    try:
-        yield
-    finally:
-        process._config["daemon"] = True  # type: ignore[attr-defined]
-
-
 def normalise_feed(
     declaration: SourceDeclaration,
     raw_path: Path,
@@ -135,7 +116,7 @@ def normalise_feed(
     run_dir.mkdir(parents=True, exist_ok=True)
     outputs = {name: (run_dir / name).open("wb") for name in FILES}
     try:
-        with _children_allowed(), ProcessPoolExecutor(
+        with ProcessPoolExecutor(
             max_workers=min(processes, len(parts)), mp_context=multiprocessing.get_context("fork")
         ) as pool:
             futures: list[Future[tuple[NormalisationReport, set[int]]]] = [
