@@ -3,7 +3,14 @@ server, ingested end to end (download -> normalise -> stage -> apply, the functi
 run) into an empty carte database, then re-run unchanged (the unchanged-input fast path), then once
 more through the full path for information.
 
-    .venv/bin/python bench/ingestion.py [--rows 500000]
+    .venv/bin/python bench/ingestion.py [--rows 500000] [--handover both|s3|local]
+
+The run's data goes from step to step as in the source DAGs: the raw feed and the nomenclature
+through the run-data bucket of a local S3 (moto, started by the bench), the normalised rows through
+the staging tables (COPYed by the normalise step). With `--handover both` (the default), the same
+first load is also measured first, into an empty database of its own, with the run's data in one
+local directory (the single-machine path the platform had before, no S3), and the ratio of the two
+is printed (target: the S3 hand-over within +15 %).
 
 The first load is compared with the floor of writing the rows it writes, measured in the same run
 on the same server: every row of the five tables it fills (qfdmo_acteur, qfdmo_propositionservice,
@@ -22,11 +29,11 @@ and every statement of its stage and apply. The PostgreSQL cluster's CPU seconds
 (the first load's, its stage's and apply's, and the floor's): the machine is shared, and CPU time
 moves much less than wall time with the others' load; the target stays the wall-time ratio.
 
-Starts its own throwaway PostgreSQL + PostGIS and fake server; prints the figures and exits 1 when
-a target is missed: first load <= 1.5x the floor, unchanged re-run <= 15 s with 0 rows written,
-peak memory <= 1.5 GB (RSS of this process plus, for each normalise worker process, the largest
-RSS a child reached: a bound, shared pages counted twice; PostgreSQL and the feed server
-excluded).
+Starts its own throwaway PostgreSQL + PostGIS, S3 (moto) and fake server; prints the figures and exits
+1 when a target is missed: first load <= 1.5x the floor, S3 hand-over <= 1.15x the local one, unchanged
+re-run <= 15 s with 0 rows written, peak memory <= 1.5 GB (RSS of this process plus, for each
+normalise worker process, the largest RSS a child reached: a bound, shared pages counted twice;
+PostgreSQL, S3 and the feed server excluded).
 """
 
 from __future__ import annotations
@@ -50,16 +57,31 @@ import psycopg  # noqa: E402
 from psycopg import sql  # noqa: E402
 from qfdmo.carte_db.applying import WRITTEN_TABLES  # noqa: E402
 from qfdmo.carte_db.contract import read_catalog  # noqa: E402
-from qfdmo.pipeline import apply, check_feed, download, finish, normalise, stage  # noqa: E402
+from qfdmo.pipeline import (  # noqa: E402
+    LocalRunData,
+    RunData,
+    S3RunData,
+    S3RunStore,
+    apply,
+    check_feed,
+    download,
+    finish,
+    normalise,
+    stage,
+)
 from qfdmo.pipeline.fingerprint import forget_record  # noqa: E402
 from qfdmo.pipeline.parallel_normalise import default_processes  # noqa: E402
+from qfdmo.pipeline.run_data import GZIP_SUFFIX, RAW_FILE  # noqa: E402
 from qfdmo.sources import load_declarations  # noqa: E402
 
+from devstack.config import RUNS_BUCKET  # noqa: E402
 from devstack.postgres import PostgresServer  # noqa: E402
 from devstack.processes import ProcessGroup, free_port  # noqa: E402
+from devstack.s3 import S3Server  # noqa: E402
 from devstack.stack import migrate_carte_db  # noqa: E402
 
 FIRST_LOAD_MAX_RATIO = 1.5
+HANDOVER_MAX_RATIO = 1.15  # first load with the S3 hand-over / the same on one machine's disk
 UNCHANGED_MAX_S = 15.0
 PEAK_RSS_MAX_MB = 1536
 # Odd, so that the median is one of the runs (whose per-table seconds are printed).
@@ -110,8 +132,11 @@ def server_cpu(postgres: PostgresServer) -> float:
             return (after[1] + after[2] + children) / os.sysconf("SC_CLK_TCK")
 
 
-def ingest(declaration, url: str, dsn: str, work: Path, name: str, postgres: PostgresServer) -> dict:
-    run_dir = work / name
+def ingest(declaration, url: str, dsn: str, work: Path, name: str, postgres: PostgresServer,
+           store: S3RunStore | None) -> dict:
+    """One run through the steps as the source DAG wires them; its data handed over in `store` (S3),
+    or, without one, in a local directory (the single-machine path)."""
+    data: RunData = store.run("bench", name) if store is not None else LocalRunData(work / name)
     key = f"bench_{name}"
     seconds: dict[str, float] = {}
     server: dict[str, float] = {}
@@ -119,11 +144,16 @@ def ingest(declaration, url: str, dsn: str, work: Path, name: str, postgres: Pos
     cpu_started = time.process_time()
     children_started = _children_cpu()
     started = time.perf_counter()
-    downloaded = download(declaration, url, run_dir)
+    downloaded = download(declaration, url, data)
     seconds["download"] = time.perf_counter() - started
+    stored = None
+    if isinstance(data, S3RunData):  # what the hand-over keeps in S3 (gzip), for the printed figures
+        key = f"{data.prefix}{RAW_FILE}{GZIP_SUFFIX}"
+        stored = data.client.head_object(Bucket=data.bucket, Key=key)["ContentLength"]
+    sizes = {"feed_bytes": downloaded.bytes, "stored_bytes": stored}
     mark = time.perf_counter()
     # The steps as the source DAG wires them: an unchanged feed stops at the fast-path decision.
-    checked = check_feed(declaration, run_dir, dsn, downloaded)
+    checked = check_feed(declaration, data, dsn, downloaded)
     seconds["check_feed"] = time.perf_counter() - mark
     if checked.unchanged and checked.previous is not None:
         previous = checked.previous
@@ -141,14 +171,15 @@ def ingest(declaration, url: str, dsn: str, work: Path, name: str, postgres: Pos
             "stage_statements": {},
             "apply_statements": {},
             "skipped": True,
-            "run_dir": run_dir,
+            "data": data,
+            **sizes,
             "key": key,
         }
     mark = time.perf_counter()
-    normalised = normalise(declaration, run_dir, dsn)
+    normalised = normalise(declaration, data, key, dsn, scratch_base=work)
     seconds["normalise"] = time.perf_counter() - mark
     mark, server_mark = time.perf_counter(), server_cpu(postgres)
-    staged = stage(declaration, run_dir, key, dsn, max_deactivation_share=0.1)
+    staged = stage(declaration, key, dsn, max_deactivation_share=0.1)
     seconds["stage"] = time.perf_counter() - mark
     server["stage"] = server_cpu(postgres) - server_mark
     mark, server_mark = time.perf_counter(), server_cpu(postgres)
@@ -170,8 +201,10 @@ def ingest(declaration, url: str, dsn: str, work: Path, name: str, postgres: Pos
         "stage_seconds": staged.seconds,
         "stage_statements": staged.statement_seconds,
         "apply_statements": applied.statement_seconds,
+        "normalise_seconds": normalised.step_seconds,
         "skipped": False,
-        "run_dir": run_dir,
+        "data": data,
+        **sizes,
         "key": key,
     }
 
@@ -255,6 +288,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="QFDMO ingestion benchmark")
     parser.add_argument("--rows", type=int, default=500_000)
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument(
+        "--handover", choices=("both", "s3", "local"), default="both",
+        help="how the run's data goes from task to task: S3 (what the DAGs do), one local directory (the "
+             "single-machine path), or both, each first load into its own empty database (default)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="qfdmo-bench-"))
@@ -266,6 +303,12 @@ def main() -> int:
         postgres.create_database("carte", postgis=True)
         dsn = postgres.dsn("carte")
         migrate_carte_db(dsn)
+        store = None
+        if args.handover != "local":
+            s3 = S3Server(free_port())
+            s3.start(group)
+            s3.create_buckets((RUNS_BUCKET,))
+            store = S3RunStore(s3.client(), RUNS_BUCKET)
 
         # The feed server runs in its own process and renders its pages before answering, as a real
         # portal serves them from an index: what is timed is our side of the wire.
@@ -278,8 +321,18 @@ def main() -> int:
         url = server.stdout.readline().strip()
         declaration = load_declarations()[SOURCE]
 
+        local_first = None
+        if args.handover == "both":
+            # Today's single-machine path, into an empty database of its own, measured first so that
+            # the two first loads start from the same state of the server (one database each).
+            postgres.create_database("carte_local", postgis=True)
+            migrate_carte_db(postgres.dsn("carte_local"))
+            checkpoint(postgres.dsn("carte_local"))
+            local_first = ingest(declaration, url, postgres.dsn("carte_local"), work, "local_first", postgres, None)
+            finish(local_first["key"], postgres.dsn("carte_local"), local_first["data"], settled=True)
+            postgres.drop_database("carte_local")
         checkpoint(dsn)
-        first = ingest(declaration, url, dsn, work, "first", postgres)
+        first = ingest(declaration, url, dsn, work, "first", postgres, store)
         exports = export_written_rows(dsn, work / "floor")
         # The floor is the median of COPY_REPEATS, each into a fresh database (created and migrated
         # untimed, dropped afterwards): one COPY alone varies by ±20 % from run to run on this machine.
@@ -298,16 +351,16 @@ def main() -> int:
         floor_s = statistics.median(sum(run.values()) for run in floors)
         # COPY_REPEATS is odd: the median is one of the runs, whose seconds per table are printed.
         floor = sorted(floors, key=lambda run: sum(run.values()))[len(floors) // 2]
-        finish(first["key"], dsn, first["run_dir"], keep_files=False)
-        again = ingest(declaration, url, dsn, work, "again", postgres)
-        finish(again["key"], dsn, again["run_dir"], keep_files=False)
+        finish(first["key"], dsn, first["data"], settled=True)
+        again = ingest(declaration, url, dsn, work, "again", postgres, store)
+        finish(again["key"], dsn, again["data"], settled=True)
         # For information: the same unchanged feed through the full path (what the first run after a
         # code deployment does): normalise, stage, diff every acteur, write nothing.
         with psycopg.connect(dsn, autocommit=True) as conn:
             forget_record(conn, declaration.code)
         checkpoint(dsn)
-        full = ingest(declaration, url, dsn, work, "full", postgres)
-        finish(full["key"], dsn, full["run_dir"], keep_files=False)
+        full = ingest(declaration, url, dsn, work, "full", postgres, store)
+        finish(full["key"], dsn, full["data"], settled=True)
         peak_self, peak_child = _peak_rss_mb()
         processes = default_processes()
         peak = peak_self + processes * peak_child
@@ -345,6 +398,21 @@ def main() -> int:
         f"{cpu['apply']:.1f} s) = {cpu['total'] / floor_cpu_s:.2f}x the floor's {floor_cpu_s:.1f} s "
         f"(median of {', '.join(f'{c:.1f}' for c in floors_cpu)}): less sensitive to a busy machine than wall time"
     )
+    if first["stored_bytes"]:
+        print(f"  raw feed:              {first['feed_bytes'] / 1e6:.1f} MB, "
+              f"{first['stored_bytes'] / 1e6:.1f} MB in S3 "
+              f"(gzip level 1: {first['feed_bytes'] / first['stored_bytes']:.1f}x smaller)")
+    print("  normalise:             " + ", ".join(f"{k} {v:.1f}s" for k, v in first["normalise_seconds"].items())
+          + " (fetch: the feed from the run data to the task's scratch disk; load: COPY into staging)")
+    if local_first is not None:
+        handover_ratio = first["total"] / local_first["total"]
+        local_steps = ", ".join(f"{k} {v:.1f}s" for k, v in local_first["seconds"].items())
+        local_normalise = ", ".join(f"{k} {v:.1f}s" for k, v in local_first["normalise_seconds"].items())
+        print(
+            f"hand-over in S3:         first load {first['total']:.1f} s = {handover_ratio:.2f}x the same load with "
+            f"the run's data on one local disk, {local_first['total']:.1f} s (target <= {HANDOVER_MAX_RATIO:.2f}x; "
+            f"same run, own empty database) [{local_steps}; normalise: {local_normalise}]"
+        )
     print("  stage:                 " + ", ".join(f"{k} {v:.1f}s" for k, v in first["stage_seconds"].items()))
     print("  stage, per statement:  " + ", ".join(f"{k} {v:.1f}s" for k, v in first["stage_statements"].items()))
     print("  apply, per statement:  " + ", ".join(f"{k} {v:.1f}s" for k, v in first["apply_statements"].items()))
@@ -370,6 +438,8 @@ def main() -> int:
     missed = []
     if ratio > FIRST_LOAD_MAX_RATIO:
         missed.append("first load ratio")
+    if local_first is not None and first["total"] / local_first["total"] > HANDOVER_MAX_RATIO:
+        missed.append("S3 hand-over ratio")
     if again["total"] > UNCHANGED_MAX_S:
         missed.append("unchanged re-run time")
     if again["rows_written"] != 0 or full["rows_written"] != 0:

@@ -10,8 +10,24 @@ import pytest
 from fakes import feed_server  # noqa: F401 - pytest fixture
 from fakes.feed_server import FeedServer
 from fakes.generated import pointsapport_row, pointsapport_row_json, pointsapport_rows
-from qfdmo.feeds import FeedError, HttpClient, RetryPolicy, datafair_dataset_url, download, iter_raw_rows, redact_url
+from qfdmo.feeds import (
+    DownloadResult,
+    FeedError,
+    HttpClient,
+    RetryPolicy,
+    datafair_dataset_url,
+    iter_raw_rows,
+    redact_url,
+)
+from qfdmo.feeds import download as download_to
 from qfdmo.feeds.readers import SINOE_NOMENCLATURE_DATASET, read_artisanat, read_datafair
+
+
+def download(read, url: str, folder: Path, client: HttpClient, **kwargs) -> DownloadResult:
+    """The feed streamed to `<folder>/raw.jsonl` (the source DAGs stream it to S3)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "raw.jsonl").open("wb") as out:
+        return download_to(read, url, out, client, **kwargs)
 
 
 def _client(waits: list[float] | None = None, attempts: int = 4) -> HttpClient:
@@ -98,7 +114,8 @@ def test_artisanat_beyond_the_offset_window_reads_the_export(tmp_path):
 def test_sinoe_nomenclature_comes_from_the_same_data_fair(feed_server, tmp_path):  # noqa: F811
     url = feed_server.datafair_url("sinoe-(r)-annuaire-des-decheteries-dma", size="10000", ANNEE_eq="2024")
     result = download(read_datafair, url, tmp_path, _client(), nomenclature_dataset=SINOE_NOMENCLATURE_DATASET)
-    nomenclature = json.loads((tmp_path / "nomenclature.json").read_text())
+    assert result.nomenclature is not None
+    nomenclature = result.nomenclature
     assert nomenclature["01.1"] == "Déchets textiles"
     assert result.total == 9
     assert datafair_dataset_url(url, "x").startswith(feed_server.base_url + "/data-fair/api/v1/datasets/x/lines")
@@ -120,7 +137,6 @@ def test_streaming_keeps_memory_flat(tmp_path):
     def peak_bytes(rows: int, folder: Path) -> int:
         with FeedServer() as server:
             server.set_dataset("eo", pointsapport_rows(rows))
-            folder.mkdir()
             tracemalloc.start()
             try:
                 result = download(read_datafair, server.datafair_url("eo", size="500"), folder, _client())

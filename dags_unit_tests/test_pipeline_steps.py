@@ -1,7 +1,9 @@
-"""qfdmo.pipeline's steps without Airflow: fake portal -> files -> a real carte database."""
+"""qfdmo.pipeline's steps without Airflow: fake portal -> run data in S3 (moto) and staging -> a real
+carte database."""
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import psycopg
@@ -19,6 +21,7 @@ from qfdmo.pipeline import (
     Normalised,
     PipelineError,
     RunResults,
+    S3RunStore,
     Staged,
     apply,
     build_report,
@@ -36,16 +39,32 @@ from qfdmo.pipeline import (
 )
 from qfdmo.sources import load_declarations
 
+from devstack.config import RUNS_BUCKET
 
-def _run(declaration, url, dsn, tmp_path, name, max_share=0.1) -> RunResults:
+_stores = itertools.count()
+
+
+@pytest.fixture
+def store(s3_server, tmp_path, monkeypatch) -> S3RunStore:
+    """The run-data bucket of the local S3, under a prefix of this test's own."""
+    monkeypatch.setenv("QFDMO_DATA_DIR", str(tmp_path / "data"))  # the tasks' scratch
+    return S3RunStore(s3_server.client(), RUNS_BUCKET, f"test-steps-{next(_stores)}/")
+
+
+def _keys(store: S3RunStore) -> list[str]:
+    answer = store.client.list_objects_v2(Bucket=store.bucket, Prefix=store.prefix)
+    return sorted(item["Key"][len(store.prefix):] for item in answer.get("Contents", []))
+
+
+def _run(declaration, url, dsn, store, name, max_share=0.1) -> RunResults:
     """The full path (no fast-path decision): download, normalise, stage, apply unless the guard says no."""
-    directory = tmp_path / name
+    data = store.run(f"source_{declaration.code}", name)
     key = f"test_{name}"
-    downloaded = download(declaration, url, directory)
-    normalised = normalise(declaration, directory, dsn)
-    staged = stage(declaration, directory, key, dsn, max_share)
+    downloaded = download(declaration, url, data)
+    normalised = normalise(declaration, data, key, dsn)
+    staged = stage(declaration, key, dsn, max_share)
     applied = None if staged.needs_approval else apply(declaration, key, dsn)
-    finish(key, dsn, directory, keep_files=False)
+    finish(key, dsn, data, settled=True)
     return RunResults(downloaded=downloaded, normalised=normalised, staged=staged, applied=applied)
 
 
@@ -75,11 +94,11 @@ def test_paths_are_safe(tmp_path, monkeypatch):
     assert report_path("source_x", run_id).suffix == ".json"
 
 
-def test_refashion_load_rerun_and_truncation(feed_server, carte_dsn, tmp_path):  # noqa: F811
+def test_refashion_load_rerun_and_truncation(feed_server, carte_dsn, store):  # noqa: F811
     declaration = load_declarations()["refashion"]
     url = feed_server.datafair_url("donnees-eo-refashion", size="5")
 
-    first = _run(declaration, url, carte_dsn, tmp_path, "first")
+    first = _run(declaration, url, carte_dsn, store, "first")
     assert first.downloaded and first.downloaded.pages == 4
     normalised = first.normalised
     assert normalised and normalised.rows_read == 16 and normalised.rows_rejected == 3
@@ -88,17 +107,17 @@ def test_refashion_load_rerun_and_truncation(feed_server, carte_dsn, tmp_path): 
     assert first.applied and first.applied.wrote_rows
     assert _statuts(carte_dsn, "refashion") == {"ACTIF": 12}
 
-    again = _run(declaration, url, carte_dsn, tmp_path, "again")
+    again = _run(declaration, url, carte_dsn, store, "again")
     assert again.staged and again.staged.diff.unchanged == 12
     assert again.applied and again.applied.total_rows_written == 0 and not again.applied.wrote_rows
 
     # Half the feed disappears: the guard asks for approval and nothing is written meanwhile.
     feed_server.set_dataset("donnees-eo-refashion", fixture_rows("refashion.json")[6:])
-    truncated = _run(declaration, url, carte_dsn, tmp_path, "truncated")
+    truncated = _run(declaration, url, carte_dsn, store, "truncated")
     assert truncated.staged and truncated.staged.needs_approval and truncated.applied is None
     assert _statuts(carte_dsn, "refashion") == {"ACTIF": 12}
     # With a looser threshold the same feed applies on its own.
-    loose = _run(declaration, url, carte_dsn, tmp_path, "loose", max_share=0.9)
+    loose = _run(declaration, url, carte_dsn, store, "loose", max_share=0.9)
     assert loose.applied and loose.applied.diff.to_deactivate == 5  # rows 1-6 left, but row 1 is repeated later
     assert _statuts(carte_dsn, "refashion") == {"ACTIF": 7, "SUPPRIME": 5}
     with psycopg.connect(carte_dsn) as conn:
@@ -108,13 +127,13 @@ def test_refashion_load_rerun_and_truncation(feed_server, carte_dsn, tmp_path): 
     assert staging == 0
 
 
-def test_every_row_rejected_stops_the_run(feed_server, carte_dsn, tmp_path):  # noqa: F811
+def test_every_row_rejected_stops_the_run(feed_server, carte_dsn, store):  # noqa: F811
     declaration = load_declarations()["refashion"]
     feed_server.set_dataset("donnees-eo-refashion", [{"nom_de_lorganisme": "Sans rien"}])
-    directory = tmp_path / "bad"
-    download(declaration, feed_server.datafair_url("donnees-eo-refashion"), directory)
+    data = store.run("source_refashion", "bad")
+    download(declaration, feed_server.datafair_url("donnees-eo-refashion"), data)
     with pytest.raises(PipelineError, match="all 1 rows of the feed were rejected"):
-        normalise(declaration, directory, carte_dsn)
+        normalise(declaration, data, "test_bad", carte_dsn)
 
 
 def test_report_outcomes_and_rendering(tmp_path):
@@ -177,11 +196,11 @@ FORMATS = {
 
 
 @pytest.mark.parametrize("code", sorted(FORMATS))
-def test_each_format_load_rerun_change_truncate_with_revision(feed_server, carte_dsn, tmp_path, code):  # noqa: F811
+def test_each_format_load_rerun_change_truncate_with_revision(feed_server, carte_dsn, store, code):  # noqa: F811
     dataset, fixture, name_column, make_url, = FORMATS[code]
     declaration = load_declarations()[code]
     url = make_url(feed_server)
-    first = _run(declaration, url, carte_dsn, tmp_path, "first")
+    first = _run(declaration, url, carte_dsn, store, "first")
     assert first.staged and first.normalised and first.applied
     new = first.staged.diff.new
     assert new > 0 and first.normalised.rows_rejected > 0 and first.applied.wrote_rows
@@ -194,18 +213,18 @@ def test_each_format_load_rerun_change_truncate_with_revision(feed_server, carte
         )
         revision = conn.execute("SELECT row_to_json(r)::text FROM qfdmo_revisionacteur r").fetchall()
 
-    again = _run(declaration, url, carte_dsn, tmp_path, "again")
+    again = _run(declaration, url, carte_dsn, store, "again")
     assert again.staged and again.staged.diff.unchanged == new and again.applied
     assert again.applied.total_rows_written == 0
 
     rows = fixture_rows(fixture)
     rows[0][name_column] = f"{rows[0][name_column]} (nouveau nom)"
     feed_server.set_dataset(dataset, rows)
-    changed = _run(declaration, url, carte_dsn, tmp_path, "changed")
+    changed = _run(declaration, url, carte_dsn, store, "changed")
     assert changed.applied and changed.applied.diff.changed >= 1 and changed.applied.diff.new == 0
 
     feed_server.set_dataset(dataset, rows[: len(rows) // 3])
-    truncated = _run(declaration, url, carte_dsn, tmp_path, "truncated")
+    truncated = _run(declaration, url, carte_dsn, store, "truncated")
     assert truncated.staged and truncated.staged.needs_approval and truncated.applied is None
     with psycopg.connect(carte_dsn) as conn:
         assert conn.execute("SELECT count(*) FROM qfdmo_acteur WHERE statut <> 'ACTIF'").fetchone()[0] == 0
@@ -214,7 +233,7 @@ def test_each_format_load_rerun_change_truncate_with_revision(feed_server, carte
 
     # Approved (here: a threshold that lets it through): the acteurs gone from the feed are set
     # SUPPRIME, never deleted, and the revision is still untouched.
-    approved = _run(declaration, url, carte_dsn, tmp_path, "approved", max_share=1.0)
+    approved = _run(declaration, url, carte_dsn, store, "approved", max_share=1.0)
     assert approved.applied and approved.applied.diff.to_deactivate > 0
     with psycopg.connect(carte_dsn) as conn:
         suppressed = conn.execute("SELECT count(*) FROM qfdmo_acteur WHERE statut = 'SUPPRIME'").fetchone()[0]
@@ -226,34 +245,34 @@ def test_each_format_load_rerun_change_truncate_with_revision(feed_server, carte
 # --- unchanged-feed fast path ---
 
 
-def _run_dag_like(declaration, url, dsn, tmp_path, name) -> RunResults:
+def _run_dag_like(declaration, url, dsn, store, name) -> RunResults:
     """The steps as the DAG wires them: the fast-path decision after the download; when it says
     unchanged, nothing else runs."""
-    directory = tmp_path / name
+    data = store.run(f"source_{declaration.code}", name)
     key = f"test_{name}"
-    downloaded = download(declaration, url, directory)
-    checked = check_feed(declaration, directory, dsn, downloaded)
+    downloaded = download(declaration, url, data)
+    checked = check_feed(declaration, data, dsn, downloaded)
     if checked.unchanged:
-        finish(key, dsn, directory, keep_files=False)
+        finish(key, dsn, data, settled=True)
         return RunResults(downloaded=downloaded, checked=checked)
-    normalised = normalise(declaration, directory, dsn)
-    staged = stage(declaration, directory, key, dsn, 0.1)
+    normalised = normalise(declaration, data, key, dsn)
+    staged = stage(declaration, key, dsn, 0.1)
     applied = apply(declaration, key, dsn, checked, normalised, staged)
-    finish(key, dsn, directory, keep_files=False)
+    finish(key, dsn, data, settled=True)
     return RunResults(downloaded=downloaded, checked=checked, normalised=normalised, staged=staged,
                       applied=applied)
 
 
-def test_unchanged_feed_skips_normalise_stage_apply(feed_server, carte_dsn, tmp_path):  # noqa: F811
+def test_unchanged_feed_skips_normalise_stage_apply(feed_server, carte_dsn, store):  # noqa: F811
     declaration = load_declarations()["refashion"]
     url = feed_server.datafair_url("donnees-eo-refashion", size="5")
 
-    first = _run_dag_like(declaration, url, carte_dsn, tmp_path, "first")
+    first = _run_dag_like(declaration, url, carte_dsn, store, "first")
     assert not first.unchanged and first.applied and first.applied.wrote_rows
     assert first.checked and first.checked.reason == "no applied run recorded: full path"
 
     # Same feed (the `next` cursors may differ: not row content), acteurs untouched: skipped.
-    again = _run_dag_like(declaration, url, carte_dsn, tmp_path, "again")
+    again = _run_dag_like(declaration, url, carte_dsn, store, "again")
     assert again.unchanged and again.normalised is None and again.staged is None and again.applied is None
     report = build_report(dag_id="source_refashion", run_id="r", source="refashion", results=again)
     assert report["outcome"] == UNCHANGED and not report["applied"]
@@ -266,10 +285,10 @@ def test_unchanged_feed_skips_normalise_stage_apply(feed_server, carte_dsn, tmp_
 
     # Another endpoint URL (same rows) is another input: full path, nothing to write.
     other_url = feed_server.datafair_url("donnees-eo-refashion", size="5", select="*")
-    other = _run_dag_like(declaration, other_url, carte_dsn, tmp_path, "other_url")
+    other = _run_dag_like(declaration, other_url, carte_dsn, store, "other_url")
     assert not other.unchanged and other.staged and other.staged.diff.unchanged == 12
     assert other.checked and other.checked.reason == "new input: full path"
-    assert _run_dag_like(declaration, other_url, carte_dsn, tmp_path, "other_again").unchanged
+    assert _run_dag_like(declaration, other_url, carte_dsn, store, "other_again").unchanged
 
     # The DB witness changed (someone touched an acteur of the source): full path.
     with psycopg.connect(carte_dsn) as conn:
@@ -278,40 +297,40 @@ def test_unchanged_feed_skips_normalise_stage_apply(feed_server, carte_dsn, tmp_
             "(SELECT min(a.identifiant_unique) FROM qfdmo_acteur a JOIN qfdmo_source s ON s.id = a.source_id "
             " WHERE s.code = 'refashion')"
         )
-    touched = _run_dag_like(declaration, other_url, carte_dsn, tmp_path, "touched")
+    touched = _run_dag_like(declaration, other_url, carte_dsn, store, "touched")
     assert not touched.unchanged and touched.staged and touched.staged.diff.unchanged == 12
-    assert _run_dag_like(declaration, other_url, carte_dsn, tmp_path, "touched_again").unchanged
+    assert _run_dag_like(declaration, other_url, carte_dsn, store, "touched_again").unchanged
 
     # No record (or one in an older shape): full path, then recorded again.
     with psycopg.connect(carte_dsn) as conn:
         conn.execute("UPDATE qfdmo_platform.applied_feed SET summary = '{\"normalise\": {}}'")
-    older = _run_dag_like(declaration, other_url, carte_dsn, tmp_path, "older")
+    older = _run_dag_like(declaration, other_url, carte_dsn, store, "older")
     assert not older.unchanged and older.applied and older.applied.total_rows_written == 0
     with psycopg.connect(carte_dsn) as conn:
         conn.execute("DELETE FROM qfdmo_platform.applied_feed")
-    missing = _run_dag_like(declaration, other_url, carte_dsn, tmp_path, "missing")
+    missing = _run_dag_like(declaration, other_url, carte_dsn, store, "missing")
     assert not missing.unchanged and missing.applied and missing.applied.total_rows_written == 0
-    assert _run_dag_like(declaration, other_url, carte_dsn, tmp_path, "missing_again").unchanged
+    assert _run_dag_like(declaration, other_url, carte_dsn, store, "missing_again").unchanged
 
     # The feed changed: full path, and the change is applied.
     rows = fixture_rows("refashion.json")
     rows[4]["nom_de_lorganisme"] = "Relais Textile Exempleville Centre"
     feed_server.set_dataset("donnees-eo-refashion", rows)
-    changed = _run_dag_like(declaration, other_url, carte_dsn, tmp_path, "changed")
+    changed = _run_dag_like(declaration, other_url, carte_dsn, store, "changed")
     assert not changed.unchanged and changed.applied and changed.applied.wrote_rows
     assert changed.applied.diff.changed == 1
 
 
-def test_rejected_or_unapplied_run_records_nothing(feed_server, carte_dsn, tmp_path):  # noqa: F811
+def test_rejected_or_unapplied_run_records_nothing(feed_server, carte_dsn, store):  # noqa: F811
     declaration = load_declarations()["refashion"]
     url = feed_server.datafair_url("donnees-eo-refashion", size="5")
-    directory = tmp_path / "staged_only"
-    downloaded = download(declaration, url, directory)
-    check_feed(declaration, directory, carte_dsn, downloaded)
-    normalise(declaration, directory, carte_dsn)
-    stage(declaration, directory, "test_staged_only", carte_dsn, 0.1)
-    finish("test_staged_only", carte_dsn, directory, keep_files=False)  # never applied
-    again = _run_dag_like(declaration, url, carte_dsn, tmp_path, "again")
+    data = store.run("source_refashion", "staged_only")
+    downloaded = download(declaration, url, data)
+    check_feed(declaration, data, carte_dsn, downloaded)
+    normalise(declaration, data, "test_staged_only", carte_dsn)
+    stage(declaration, "test_staged_only", carte_dsn, 0.1)
+    finish("test_staged_only", carte_dsn, data, settled=True)  # never applied
+    again = _run_dag_like(declaration, url, carte_dsn, store, "again")
     assert not again.unchanged and again.applied and again.applied.wrote_rows
 
 

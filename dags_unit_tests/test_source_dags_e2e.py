@@ -24,6 +24,7 @@ import pytest
 from fakes import DATASETS, fixture_rows, serve_fixtures
 from fakes.feed_server import FeedServer
 
+from devstack.config import RUNS_BUCKET
 from devstack.processes import wait_until
 
 
@@ -38,18 +39,22 @@ def feeds(portals: FeedServer) -> FeedServer:
     return serve_fixtures(portals)
 
 
-def _data(stack) -> Path:
-    return Path(stack.env["QFDMO_DATA_DIR"])
+def _s3_keys(stack, prefix: str) -> dict[str, object]:
+    """Key -> last modified of the run-data bucket's objects under `prefix`."""
+    answer = stack.stack.s3.client().list_objects_v2(Bucket=RUNS_BUCKET, Prefix=prefix)
+    return {item["Key"]: item["LastModified"] for item in answer.get("Contents", [])}
 
 
 def dags_test(stack, dag_id: str, conf: dict, env: dict[str, str] | None = None) -> dict:
-    """`bin/airflow dags test DAG -c CONF`; returns the run report the DAG wrote."""
-    folder = _data(stack) / "reports" / dag_id
-    before = set(folder.glob("*.json")) if folder.exists() else set()
+    """`bin/airflow dags test DAG -c CONF`; returns the run report the DAG wrote (to S3)."""
+    folder = f"reports/{dag_id}/"
+    before = set(_s3_keys(stack, folder))
     result = stack.airflow("dags", "test", dag_id, "-c", json.dumps(conf), env=env, timeout=900)
-    created = sorted(set(folder.glob("*.json")) - before, key=lambda p: p.stat().st_mtime)
+    after = _s3_keys(stack, folder)
+    created = sorted((key for key in after if key not in before), key=lambda key: str(after[key]))
     assert created, f"no run report written\n{result.stdout[-5000:]}\n{result.stderr[-5000:]}"
-    report = json.loads(created[-1].read_text())
+    body = stack.stack.s3.client().get_object(Bucket=RUNS_BUCKET, Key=created[-1])["Body"].read()
+    report = json.loads(body)
     report["_output"] = result.stdout + result.stderr
     return report
 
@@ -134,10 +139,18 @@ def _carte_events(stack, dag_id: str, run_id: str) -> list[dict]:
     return [event for event in events if event["name"] == CARTE_ACTEURS.name]
 
 
-def _run_folder(stack, dag_id: str, run_id: str) -> Path:
-    from qfdmo.pipeline.paths import run_dir
+def _run_objects(stack, dag_id: str, run_id: str) -> list[str]:
+    """The run's data left in the run-data bucket (its feed, its normalised rows if it failed)."""
+    from qfdmo.pipeline.paths import safe_name
 
-    return run_dir(dag_id, run_id, base=_data(stack))
+    return sorted(_s3_keys(stack, f"runs/{safe_name(dag_id)}/{safe_name(run_id)}/"))
+
+
+def _kept(dsn: str, dag_id: str, run_id: str) -> list[str]:
+    """Outcomes recorded for a failed run whose data is kept (qfdmo_platform.kept_run)."""
+    with psycopg.connect(dsn) as conn:
+        return [row[0] for row in conn.execute(
+            "SELECT outcome FROM qfdmo_platform.kept_run WHERE dag_id = %s AND run_id = %s", (dag_id, run_id))]
 
 
 def test_refashion_first_load_unchanged_rerun_change_and_revision(airflow_stack, feeds):
@@ -199,9 +212,10 @@ def test_refashion_first_load_unchanged_rerun_change_and_revision(airflow_stack,
     with psycopg.connect(dsn) as conn:
         staging = conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'qfdmo_staging'").fetchone()[0]
     assert staging == 0
-    # The cleanup teardown removed the files of every settled run (applied, unchanged).
+    # The cleanup teardown removed the data of every settled run (applied, unchanged).
     for report in (first, again, changed):
-        assert not _run_folder(airflow_stack, dag_id, report["run_id"]).exists()
+        assert _run_objects(airflow_stack, dag_id, report["run_id"]) == []
+        assert "Run report written to s3://" in report["_output"]
 
 
 def _radius_search_is_in_metres(dsn: str) -> None:
@@ -264,9 +278,10 @@ def _finished(stack, dag_id: str, run_id: str, timeout: float = 600) -> str:
 
 
 def _report(stack, dag_id: str, run_id: str) -> dict:
-    from qfdmo.pipeline.paths import report_path
+    from qfdmo.pipeline.paths import safe_name
 
-    return json.loads(report_path(dag_id, run_id, base=_data(stack)).read_text())
+    key = f"reports/{safe_name(dag_id)}/{safe_name(run_id)}.json"
+    return json.loads(stack.stack.s3.client().get_object(Bucket=RUNS_BUCKET, Key=key)["Body"].read())
 
 
 def _run_all(stack, confs: dict[str, dict]) -> dict[str, tuple[str, str]]:
@@ -282,15 +297,16 @@ def _run_all(stack, confs: dict[str, dict]) -> dict[str, tuple[str, str]]:
 def _load_directly(dsn: str, code: str, url: str, work: Path) -> None:
     """Apply a feed with the plain steps: a test's starting state, without an Airflow round trip.
     No fingerprint is recorded, so the next DAG run takes the full path."""
-    from qfdmo.pipeline import apply, download, finish, normalise, stage
+    from qfdmo.pipeline import LocalRunData, apply, download, finish, normalise, stage
     from qfdmo.sources import load_declarations
 
     declaration = load_declarations()[code]
-    download(declaration, url, work)
-    normalise(declaration, work, dsn)
-    stage(declaration, work, "e2e_setup", dsn, 1.0)
+    data = LocalRunData(work)
+    download(declaration, url, data)
+    normalise(declaration, data, "e2e_setup", dsn, scratch_base=work)
+    stage(declaration, "e2e_setup", dsn, 1.0)
     apply(declaration, "e2e_setup", dsn)
-    finish("e2e_setup", dsn, work, keep_files=False)
+    finish("e2e_setup", dsn, data, settled=True)
 
 
 def _answer_when_asked(stack, dag_id: str, run_id: str, choice: str) -> None:
@@ -328,7 +344,7 @@ def test_large_deactivation_waits_for_a_human(airflow_stack, feeds, tmp_path):
         assert _task_state(airflow_stack, dag_id, timed_out, task_id) == state, task_id
     assert _snapshot(dsn, ("refashion",)) == before
     assert _carte_events(airflow_stack, dag_id, timed_out) == []
-    assert not _run_folder(airflow_stack, dag_id, timed_out).exists()  # settled: files removed
+    assert _run_objects(airflow_stack, dag_id, timed_out) == []  # settled: data removed
 
     # 2. and 3. A human answers through the HITL API: Reject, then Approve.
     for choice, outcome in (("Reject", "not applied: rejected"), ("Approve", "applied")):
@@ -414,7 +430,7 @@ def test_other_formats_and_a_failed_run_through_the_scheduler(airflow_stack, fee
     _carte_recomputed_by_the_asset(airflow_stack, dsn)
 
     # The failed step fails the run by itself (the report only reports); the teardown still ran,
-    # and kept the failed run's files for diagnosis; no event.
+    # and recorded the failed run's data as kept for diagnosis (an empty feed left no object); no event.
     run_id, state = first[failing]
     report = _report(airflow_stack, failing, run_id)
     assert state == "failed" and report["outcome"] == "not applied: failed at download", report
@@ -424,7 +440,7 @@ def test_other_formats_and_a_failed_run_through_the_scheduler(airflow_stack, fee
         assert _task_state(airflow_stack, failing, run_id, task_id) == task_state, task_id
     assert _snapshot(dsn, ("aliapur",)) == before
     assert _carte_events(airflow_stack, failing, run_id) == []
-    assert _run_folder(airflow_stack, failing, run_id).is_dir()
+    assert _kept(dsn, failing, run_id) == ["not applied: failed at download"]
 
     # Changed feeds: the partners rename their points.
     for dataset, _, name, *_ in FORMATS.values():

@@ -19,7 +19,8 @@ DEFAULT_STATE_DIR = REPO_ROOT / ".local"
 LOGS_BUCKET = "qfdmo-airflow-logs"
 DAGS_BUCKET = "qfdmo-airflow-dags"
 OPENDATA_BUCKET = "qfdmo-opendata"  # export_opendata publishes there (connection s3data)
-BUCKETS = (LOGS_BUCKET, DAGS_BUCKET, OPENDATA_BUCKET)
+RUNS_BUCKET = "qfdmo-airflow-runs"  # what the tasks of a source run hand each other (connection s3runs)
+BUCKETS = (LOGS_BUCKET, DAGS_BUCKET, OPENDATA_BUCKET, RUNS_BUCKET)
 
 # Development credentials only: printed by `make run`, refused by the images in preprod/prod.
 UI_USER = "airflow"
@@ -230,6 +231,8 @@ class StackConfig:
             "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required",
             "AIRFLOW_CONN_S3LOGS": json.dumps(s3logs),
             "AIRFLOW_CONN_S3DATA": json.dumps(s3logs),  # same local S3, the open-data bucket
+            "AIRFLOW_CONN_S3RUNS": json.dumps(s3logs),  # same local S3, the source runs' data
+            "QFDMO_RUN_DATA_BUCKET": RUNS_BUCKET,
             "AIRFLOW_CONN_QFDMO_DJANGO_DB": self.dsn("qfdmo"),
             # The download DAG mirrors this bucket when ENVIRONMENT is not development.
             "CELLAR_ADDON_HOST": self.s3_endpoint_url,

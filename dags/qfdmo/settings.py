@@ -28,7 +28,12 @@ log = logging.getLogger(__name__)
 
 NORMALISE_PROCESSES = "QFDMO_NORMALISE_PROCESSES"
 DEFAULT_DATA_DIR = Path("/opt/airflow/data")  # the containers' volume; the local stack sets QFDMO_DATA_DIR
-_NAMES = ("ENVIRONMENT", "QFDMO_DATA_DIR", NORMALISE_PROCESSES, "CARTE_DB_DSN")
+RUN_DATA_BUCKET = "QFDMO_RUN_DATA_BUCKET"
+FAILED_RUN_RETENTION_DAYS = "QFDMO_FAILED_RUN_RETENTION_DAYS"
+DEFAULT_RUN_DATA_BUCKET = "qfdmo-airflow-runs"
+DEFAULT_FAILED_RUN_RETENTION_DAYS = 7
+_NAMES = ("ENVIRONMENT", "QFDMO_DATA_DIR", NORMALISE_PROCESSES, "CARTE_DB_DSN", RUN_DATA_BUCKET,
+          FAILED_RUN_RETENTION_DAYS)
 
 
 class SettingsError(ValueError):
@@ -63,6 +68,9 @@ class Settings:
     data_dir: Path = DEFAULT_DATA_DIR
     normalise_processes: int | None = None  # None: as many as the CPUs available (see parallel_normalise)
     carte_db_dsn: str | None = None  # for `python -m qfdmo.carte_db`; the DAGs use their connection
+    # Where the tasks of a source run hand each other its data: `bucket` or `bucket/prefix`.
+    run_data_bucket: str = DEFAULT_RUN_DATA_BUCKET
+    failed_run_retention_days: float = DEFAULT_FAILED_RUN_RETENTION_DAYS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -71,7 +79,29 @@ class Settings:
             data_dir=Path(env.get("QFDMO_DATA_DIR") or DEFAULT_DATA_DIR),
             normalise_processes=_processes(env.get(NORMALISE_PROCESSES, "").strip()),
             carte_db_dsn=env.get("CARTE_DB_DSN") or None,
+            run_data_bucket=_bucket(env.get(RUN_DATA_BUCKET, "").strip()),
+            failed_run_retention_days=_days(env.get(FAILED_RUN_RETENTION_DAYS, "").strip()),
         )
+
+
+def _bucket(configured: str) -> str:
+    value = configured.strip("/") or DEFAULT_RUN_DATA_BUCKET
+    if value.startswith("s3://") or not value.split("/")[0]:
+        raise SettingsError(f"{RUN_DATA_BUCKET}={configured!r}: expected `bucket` or `bucket/prefix`")
+    return value
+
+
+def _days(configured: str) -> float:
+    # A wrong value must not quietly delete a failed run's data sooner than asked: refused.
+    if not configured:
+        return DEFAULT_FAILED_RUN_RETENTION_DAYS
+    try:
+        days = float(configured)
+    except ValueError:
+        days = -1.0
+    if not days >= 0:
+        raise SettingsError(f"{FAILED_RUN_RETENTION_DAYS}={configured!r} is not a number of days >= 0")
+    return days
 
 
 def _processes(configured: str) -> int | None:

@@ -1,6 +1,6 @@
 """The Airflow side of the source DAGs (dags/sources.py wires these): one function per task, the
-approval operator, the carte connection as a DSN, the run's working folder, and the decisions
-that need Airflow's view of a run (which step failed, whether to keep the run's files).
+approval operator, the carte connection as a DSN, the run's data in S3 (connection `s3runs`), and
+the decisions that need Airflow's view of a run (which step failed, whether to keep the run's data).
 
 Each task function is the XCom boundary: it reads the typed results of the steps before it from
 XCom (`from_dict`), calls the plain step (qfdmo.pipeline.steps) and returns its result `to_dict`.
@@ -16,10 +16,12 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 
 if TYPE_CHECKING:
-    from qfdmo.pipeline import Approval, RunResults
+    from qfdmo.pipeline import Approval, RunResults, S3RunData, S3RunStore
     from qfdmo.sources import SourceDeclaration
 
 CARTE_CONN_ID = "qfdmo_django_db"
+# The S3 where a run's tasks hand each other its data (AIRFLOW_CONN_S3RUNS; bucket: QFDMO_RUN_DATA_BUCKET).
+RUN_DATA_CONN_ID = "s3runs"
 # XCom keys besides the tasks' return values.
 DECISION_KEY = "decision"  # the approval's answer
 FEED_CHECK_KEY = "feed_check"  # the fast-path decision, in full (the task returns only yes/no)
@@ -81,10 +83,25 @@ def carte_dsn(conn_id: str = CARTE_CONN_ID) -> str:
 
 
 def run_dir(context: Any) -> Path:
-    """The run's working folder under $QFDMO_DATA_DIR."""
+    """A run's folder under $QFDMO_DATA_DIR on this machine (export_opendata's; the source DAGs
+    keep their runs' data in S3: `run_data`)."""
     from qfdmo.pipeline import run_dir as folder
 
     return folder(context["dag"].dag_id, context["run_id"])
+
+
+def run_store() -> S3RunStore:
+    """The platform's run-data bucket, through the Amazon provider's hook on connection `s3runs`."""
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    from qfdmo.pipeline import S3RunStore
+
+    return S3RunStore.from_setting(S3Hook(aws_conn_id=RUN_DATA_CONN_ID).get_conn())
+
+
+def run_data(context: Any, store: S3RunStore | None = None) -> S3RunData:
+    """This run's data in S3: what its tasks hand each other, whatever machine each runs on."""
+    return (store or run_store()).run(context["dag"].dag_id, context["run_id"])
 
 
 def _run_key(context: Any) -> str:
@@ -153,7 +170,7 @@ def download(declaration: SourceDeclaration, context: Any) -> dict[str, Any]:
     from qfdmo.pipeline import steps
 
     try:
-        return steps.download(declaration, context["params"]["endpoint_url"], run_dir(context)).to_dict()
+        return steps.download(declaration, context["params"]["endpoint_url"], run_data(context)).to_dict()
     except EmptyFeedError as exc:
         fail(str(exc))
 
@@ -162,7 +179,7 @@ def feed_changed(declaration: SourceDeclaration, downloaded: dict[str, Any], con
     """The fast-path decision (a short-circuit: False skips normalise, stage, guard and apply)."""
     from qfdmo.pipeline import Downloaded, steps
 
-    checked = steps.check_feed(declaration, run_dir(context), carte_dsn(), Downloaded.from_dict(downloaded))
+    checked = steps.check_feed(declaration, run_data(context), carte_dsn(), Downloaded.from_dict(downloaded))
     context["ti"].xcom_push(key=FEED_CHECK_KEY, value=checked.to_dict())
     print(f"{declaration.dag_id}: {checked.reason}")
     return not checked.unchanged
@@ -173,7 +190,7 @@ def normalise(declaration: SourceDeclaration, context: Any) -> dict[str, Any]:
     from qfdmo.sources import ConfigurationError
 
     try:
-        return steps.normalise(declaration, run_dir(context), carte_dsn()).to_dict()
+        return steps.normalise(declaration, run_data(context), _run_key(context), carte_dsn()).to_dict()
     except (PipelineError, ConfigurationError) as exc:
         fail(str(exc))
 
@@ -186,7 +203,7 @@ def stage_and_diff(declaration: SourceDeclaration, context: Any) -> dict[str, An
     from qfdmo.pipeline import build_report, steps, to_markdown, to_text
 
     try:
-        staged = steps.stage(declaration, run_dir(context), _run_key(context), carte_dsn(),
+        staged = steps.stage(declaration, _run_key(context), carte_dsn(),
                              float(context["params"]["max_deactivation_share"]))
     except StagingError as exc:
         fail(str(exc))
@@ -234,8 +251,11 @@ def announce_change(declaration: SourceDeclaration, applied: dict[str, Any], con
 
 
 def report(declaration: SourceDeclaration, context: Any) -> dict[str, Any]:
-    """Log the run report and write it to `$QFDMO_DATA_DIR/reports/<dag_id>/<run_id>.json`."""
-    from qfdmo.pipeline import build_report, report_path, to_text, write_report
+    """Log the run report and write it to the run-data bucket (`reports/<dag_id>/<run_id>.json`);
+    it is also this task's XCom."""
+    import json
+
+    from qfdmo.pipeline import build_report, to_text
 
     ti = context["ti"]
     run, answer = results(ti), approval(ti)
@@ -249,20 +269,34 @@ def report(declaration: SourceDeclaration, context: Any) -> dict[str, Any]:
         failed_step=failed_step(run, answer.chosen if answer else None),
         approval_timeout=context["params"]["approval_timeout"],
     )
-    path = write_report(run_report, report_path(dag_id, run_id))
     print(to_text(run_report))
-    print(f"Run report written to {path}")
+    body = json.dumps(run_report, ensure_ascii=False, indent=2).encode()
+    print(f"Run report written to {run_store().put_report(dag_id, run_id, body)}")
     return run_report
 
 
 def cleanup(context: Any) -> None:
-    """Drop the run's staging tables; remove its files once the run is settled (applied, unchanged,
-    rejected, timed out): a failed run's files are kept for diagnosis."""
+    """Drop the run's staging tables; remove its data once the run is settled (applied, unchanged,
+    rejected, timed out), keep a failed run's for diagnosis (QFDMO_FAILED_RUN_RETENTION_DAYS), and
+    sweep the kept data of older runs past their date."""
     from qfdmo.pipeline import SETTLED_OUTCOMES, outcome, steps
+    from qfdmo.settings import settings
 
     ti = context["ti"]
     run, answer = results(ti), approval(ti)
     result = outcome(run, answer, failed_step(run, answer.chosen if answer else None))
-    keep = result not in SETTLED_OUTCOMES
-    steps.finish(_run_key(context), carte_dsn(), run_dir(context), keep_files=keep)
-    print(f"run {result}: staging tables dropped, files {'kept in ' + str(run_dir(context)) if keep else 'removed'}")
+    store = run_store()
+    data = run_data(context, store)
+    finished = steps.finish(
+        _run_key(context), carte_dsn(), data, settled=result in SETTLED_OUTCOMES, dag_id=context["dag"].dag_id,
+        run_id=context["run_id"], outcome=result, retention_days=settings().failed_run_retention_days,
+        sweep_with=store.at,
+    )
+    if finished.kept_until is not None:
+        kept = f"kept until {finished.kept_until.isoformat(timespec='minutes')} in {data.location}"
+    elif result not in SETTLED_OUTCOMES:
+        kept = f"kept in {data.location} (no retention record)"
+    else:
+        kept = f"removed ({finished.removed} objects)"
+    print(f"run {result}: staging tables dropped, run data {kept}; "
+          f"kept data of {finished.swept} older failed run(s) swept")

@@ -5,7 +5,7 @@ Public API (see each module's docstring):
 - check_contract(dsn) / `python -m qfdmo.carte_db check-contract`: the database against
   webapp_schema.yml, the webapp's tables   (contract.py)
 - ReferenceCodes, load_reference_codes(conn), reference_codes_from_files()   (reference.py)
-- stage() (staging.py, its checks in checks.py), diff() (diffing.py), apply() (applying.py),
+- load_run_files(), stage() (staging.py, its checks in checks.py), diff() (diffing.py), apply() (applying.py),
   drop_staging() (run_tables.py); StageResult, DiffResult, ApplyResult, StagingError (results.py);
   their SQL in statements.py
 - file names and columns of the normalised run files, what the apply does with each
@@ -30,6 +30,7 @@ _EXPORTS = {
     "diff": "qfdmo.carte_db.diffing",
     "drop_staging": "qfdmo.carte_db.run_tables",
     "load_reference_codes": "qfdmo.carte_db.reference",
+    "load_run_files": "qfdmo.carte_db.staging",
     "load_reference_data": "qfdmo.carte_db.reference",
     "migrate": "qfdmo.carte_db.migrate",
     "reference_codes_from_files": "qfdmo.carte_db.reference",

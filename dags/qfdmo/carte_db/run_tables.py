@@ -41,6 +41,10 @@ class RunTables:
     def all(self) -> list[sql.Composable]:
         return list(self.__dict__.values())
 
+    def merged(self) -> list[sql.Composable]:
+        """The tables stage() builds from the raw ones."""
+        return [table for name, table in self.__dict__.items() if not name.endswith("_raw")]
+
 
 def staging_suffix(run_key: str) -> str:
     """A safe identifier suffix for run_key (stable, at most 48 characters)."""

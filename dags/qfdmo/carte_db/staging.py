@@ -1,20 +1,23 @@
-"""stage(): COPY a run's normalised files into staging, merge them, check them, compute the diff.
+"""load_run_files() and stage(): COPY a run's normalised files into staging, merge them, check them,
+compute the diff.
 
 The four files of ``run_dir`` (format: ``staging_format``) are COPYed into UNLOGGED tables of
 schema ``qfdmo_staging`` suffixed by the run key (``run_tables``), codes are resolved to ids
 (unknown codes -> ``StagingError`` before anything is written to qfdmo tables, see ``checks``),
 duplicate identifiant_unique rows are merged (lowest row_number wins for scalar columns; union of
 propositions, sous-catégories, labels and services) and the diff is computed (``diffing``). With a
-second connection, the sets (propositions, labels, services) are loaded and checked on it, in parallel.
+second connection, the sets (propositions, labels, services) are loaded, merged and checked on it
+while the first handles the acteurs, in parallel.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 import psycopg
 from psycopg import sql
@@ -50,14 +53,42 @@ R = TypeVar("R")
 _STAGING_TYPES = {c.name: c.staging_type for c in ACTEUR_FIELDS}
 
 
-def stage(
+def load_run_files(
     conn: psycopg.Connection,
     run_key: str,
     run_dir: Path,
+    second_conn: psycopg.Connection | None = None,
+    statement_seconds: dict[str, float] | None = None,
+) -> dict[str, int]:
+    """COPY the four run files of `run_dir` into the run's raw staging tables (any table the run
+    had before is dropped first: a retried task starts clean); the lines loaded per file.
+
+    The source DAGs call it from the normalise task, right after the files are written on that task's
+    scratch disk: the rows reach the next task through the database, not a shared disk. With
+    `second_conn`, the three set files are loaded on it while `conn` loads acteurs.tsv.
+    """
+    t = run_tables(run_key)
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute(s.q(s.CREATE_SCHEMA, schema=sql.Identifier(STAGING_SCHEMA)))
+        for table in t.all():
+            cur.execute(s.q(s.DROP_TABLE, t=table))
+    acteurs_rows, sets_rows = side_by_side(
+        conn, second_conn, _load_acteurs_file, _load_sets_files, t, run_dir,
+        statement_seconds if statement_seconds is not None else {},
+    )
+    return acteurs_rows | sets_rows
+
+
+def stage(
+    conn: psycopg.Connection,
+    run_key: str,
+    run_dir: Path | None,
     source_codes: SourceCodes,
     second_conn: psycopg.Connection | None = None,
 ) -> StageResult:
-    """COPY the run files into staging, merge duplicates, resolve codes, compute the diff.
+    """Merge duplicates, resolve codes, check and compute the diff of a run's raw staging tables:
+    loaded here from the run files of `run_dir`, or, with `run_dir=None`, already loaded by
+    `load_run_files` (the source DAGs' normalise task).
 
     With `second_conn` (another connection to the same database), the propositions, labels and
     services are loaded and merged on it while `conn` loads the acteurs: two server processes,
@@ -68,15 +99,16 @@ def stage(
     seconds: dict[str, float] = {}
     statements: dict[str, float] = {}
     started = time.perf_counter()
-    with conn.transaction(), conn.cursor() as cur:
-        cur.execute(s.q(s.CREATE_SCHEMA, schema=sql.Identifier(STAGING_SCHEMA)))
-        for table in t.all():
-            cur.execute(s.q(s.DROP_TABLE, t=table))
-    acteurs_rows, propositions_rows = side_by_side(
-        conn, second_conn, _stage_acteurs, _stage_sets, t, run_dir, statements
-    )
-    rows = acteurs_rows | propositions_rows
+    if run_dir is not None:
+        rows = load_run_files(conn, run_key, run_dir, second_conn, statements)
+    else:
+        with conn.transaction(), conn.cursor() as cur:
+            for table in t.merged():  # a retried stage merges again from the raw tables
+                cur.execute(s.q(s.DROP_TABLE, t=table))
+            rows = _loaded_rows(cur, t)
     seconds["load"] = time.perf_counter() - started
+    side_by_side(conn, second_conn, _merge_acteurs, _merge_sets, t, None, statements)
+    seconds["merge"] = time.perf_counter() - started - seconds["load"]
 
     started = time.perf_counter()
     acteurs_problems, sets_problems = side_by_side(
@@ -103,6 +135,47 @@ def stage(
         seconds={k: round(v, 3) for k, v in seconds.items()},
         statement_seconds={k: round(v, 3) for k, v in statements.items()},
     )
+
+
+def export_run_files(
+    conn: psycopg.Connection,
+    run_key: str,
+    open_writer: Callable[[str], contextlib.AbstractContextManager[BinaryIO]],
+) -> list[str]:
+    """Write the run's raw staging tables back as run files (`open_writer(filename)`: a local file,
+    an S3 upload), for a failed run's diagnosis; the files written (the tables that exist)."""
+    t = run_tables(run_key)
+    written = []
+    with conn.cursor() as cur:
+        for filename, table in _raw_tables(t):
+            cur.execute("SELECT to_regclass(%s)", (table.as_string(cur),))
+            row = cur.fetchone()
+            if row is None or row[0] is None:
+                continue
+            with open_writer(filename) as out, cur.copy(sql.SQL("COPY {} TO STDOUT").format(table)) as copy:
+                for block in copy:
+                    out.write(block)
+            written.append(filename)
+    return written
+
+
+def _raw_tables(t: RunTables) -> tuple[tuple[str, sql.Composable], ...]:
+    return ((ACTEURS_FILE, t.acteurs_raw), (PROPOSITIONS_FILE, t.propositions_raw),
+            (LABELS_FILE, t.labels_raw), (ACTEUR_SERVICES_FILE, t.services_raw))
+
+
+def _loaded_rows(cur: psycopg.Cursor, t: RunTables) -> dict[str, int]:
+    """The lines of each run file in its raw table (loaded by another task)."""
+    rows = {}
+    for filename, table in _raw_tables(t):
+        cur.execute("SELECT to_regclass(%s)", (table.as_string(cur),))
+        row = cur.fetchone()
+        if row is None or row[0] is None:
+            raise StagingError(f"the run's {filename} was not loaded into staging (no table {table.as_string(cur)})")
+        cur.execute(s.q(s.COUNT, t=table))
+        count = cur.fetchone()
+        rows[filename] = int(count[0]) if count else 0
+    return rows
 
 
 StagingWork = Callable[[psycopg.Cursor, RunTables, T, Laps], R]
@@ -165,9 +238,13 @@ def _load_raw(cur: psycopg.Cursor, table: sql.Composable, run_dir: Path, filenam
     return cur.rowcount
 
 
-def _stage_sets(cur: psycopg.Cursor, t: RunTables, run_dir: Path, lap: Laps) -> dict[str, int]:
-    """Load propositions.tsv, labels.tsv and acteur_services.tsv and merge them: one row per
-    (acteur, action), per (acteur, label) and per (acteur, service)."""
+def _load_acteurs_file(cur: psycopg.Cursor, t: RunTables, run_dir: Path, lap: Laps) -> dict[str, int]:
+    rows = {ACTEURS_FILE: _load_raw(cur, t.acteurs_raw, run_dir, ACTEURS_FILE)}
+    lap(f"copy {ACTEURS_FILE}")
+    return rows
+
+
+def _load_sets_files(cur: psycopg.Cursor, t: RunTables, run_dir: Path, lap: Laps) -> dict[str, int]:
     rows: dict[str, int] = {}
     for table, filename in (
         (t.propositions_raw, PROPOSITIONS_FILE),
@@ -176,6 +253,11 @@ def _stage_sets(cur: psycopg.Cursor, t: RunTables, run_dir: Path, lap: Laps) -> 
     ):
         rows[filename] = _load_raw(cur, table, run_dir, filename)
         lap(f"copy {filename}")
+    return rows
+
+
+def _merge_sets(cur: psycopg.Cursor, t: RunTables, _: None, lap: Laps) -> None:
+    """One row per (acteur, action), per (acteur, label) and per (acteur, service) from the raw tables."""
     # Sorted groups, not hashed ones: ~1M array_agg states would not fit in work_mem and spill;
     # sorted in byte order ("C", abbreviated keys), which is also the order apply() writes in.
     # Labels and services likewise: one pass gives the distinct rows in key order.
@@ -198,15 +280,10 @@ def _stage_sets(cur: psycopg.Cursor, t: RunTables, run_dir: Path, lap: Laps) -> 
         )
     cur.execute("SET LOCAL enable_hashagg = on")
     lap("merge labels and services")
-    return rows
 
 
-def _stage_acteurs(cur: psycopg.Cursor, t: RunTables, run_dir: Path, lap: Laps) -> dict[str, int]:
-    """Load acteurs.tsv and merge it: one row per acteur."""
-    rows = {ACTEURS_FILE: _load_raw(cur, t.acteurs_raw, run_dir, ACTEURS_FILE)}
-    lap(f"copy {ACTEURS_FILE}")
-    # Signatures of the staged sets, filled by the diff for the acteurs that already exist
-    # (a new acteur has nothing to compare with: a first load computes none).
+def _merge_acteurs(cur: psycopg.Cursor, t: RunTables, _: None, lap: Laps) -> None:
+    """One row per acteur from the raw table."""
     cur.execute(s.q(s.CREATE_SETS, sets=t.sets))
     cur.execute(
         s.q(
@@ -232,7 +309,6 @@ def _stage_acteurs(cur: psycopg.Cursor, t: RunTables, run_dir: Path, lap: Laps) 
         )
     )
     lap("merge acteurs")
-    return rows
 
 
 def _staged_column(column: ActeurColumn) -> sql.Composable:

@@ -1,5 +1,5 @@
-"""Feed readers: each returns the pages of one partner API as JSON lines, and `download` writes
-them to the run directory; `iter_raw_rows` gives the rows back.
+"""Feed readers: each returns the pages of one partner API as JSON lines, and `download` streams
+them to the run's raw feed (S3 or a local file); `iter_raw_rows` gives the rows back from a local copy.
 
 - data-fair (`…/datasets/<id>/lines`): `{"total", "next", "results"}`; follow `next` (an opaque
   `after=` cursor) until it is absent. A cursor cannot be guessed, so pages are fetched one after
@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from qfdmo.feeds.http import EmptyFeedError, FeedError, HttpClient, redact_url
@@ -192,9 +192,8 @@ class DownloadResult:
     bytes: int
     requests: int
     retries: int
-    raw_path: str
     content_sha256: str  # FeedDigest of the pages: equal for the same rows in the same order
-    nomenclature_path: str | None = None
+    nomenclature: dict[str, str] | None = None
 
 
 class FeedDigest:
@@ -221,37 +220,38 @@ class FeedDigest:
         return self._sha.hexdigest()
 
 
+class _Writable(Protocol):
+    def write(self, data: bytes, /) -> int: ...
+
+
 def download(
     read: Callable[[HttpClient, str], FeedPages],
     url: str,
-    run_dir: Path,
+    out: _Writable,
     client: HttpClient | None = None,
     nomenclature_dataset: str | None = None,
 ) -> DownloadResult:
-    """Stream the feed (its pages as `read` gives them) to `<run_dir>/raw.jsonl`, one line per page
-    as the API sent it; with `nomenclature_dataset`, that data-fair dataset of the feed's server too,
-    to `<run_dir>/nomenclature.json` (code → label).
+    """Stream the feed (its pages as `read` gives them) to `out` (a local file, an S3 upload), one
+    line per page as the API sent it; with `nomenclature_dataset`, read that data-fair dataset of the
+    feed's server too (code → label, returned).
 
     Lines are the API's page objects (`{"results": [rows…], …}`), not one row each: re-encoding
     every row would cost more than the whole download. `iter_raw_rows` gives the rows back.
     Memory stays at about one page whatever the feed's size. An empty feed raises FeedError.
     """
-    run_dir.mkdir(parents=True, exist_ok=True)
-    raw_path = run_dir / "raw.jsonl"
     own_client = client is None
     client = client or HttpClient()
     n_pages = size = 0
-    nomenclature_path = None
+    nomenclature = None
     digest = FeedDigest()
     try:
         pages = read(client, url)
-        with raw_path.open("wb") as out:
-            for line in pages.lines:
-                out.write(line)
-                out.write(b"\n")
-                digest.update(line)
-                n_pages += 1
-                size += len(line) + 1
+        for line in pages.lines:
+            out.write(line)
+            out.write(b"\n")
+            digest.update(line)
+            n_pages += 1
+            size += len(line) + 1
         total = pages.total[0] if pages.total else None
         if n_pages == 0 or total == 0:
             raise EmptyFeedError(
@@ -259,18 +259,14 @@ def download(
             )
         if nomenclature_dataset is not None:
             nomenclature = read_sinoe_nomenclature(client, datafair_dataset_url(url, nomenclature_dataset))
-            nomenclature_file = run_dir / "nomenclature.json"
-            nomenclature_file.write_text(json.dumps(nomenclature, ensure_ascii=False), encoding="utf-8")
-            nomenclature_path = str(nomenclature_file)
         return DownloadResult(
             pages=n_pages,
             total=total,
             bytes=size,
             requests=client.requests_made,
             retries=client.retries_made,
-            raw_path=str(raw_path),
             content_sha256=digest.hexdigest(),
-            nomenclature_path=nomenclature_path,
+            nomenclature=nomenclature,
         )
     finally:
         if own_client:

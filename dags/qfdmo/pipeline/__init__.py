@@ -25,7 +25,9 @@ from qfdmo.pipeline.results import (
     RunResults,
     Staged,
 )
+from qfdmo.pipeline.run_data import LocalRunData, RunData, S3RunData, S3RunStore, scratch_dir
 from qfdmo.pipeline.steps import (
+    Finished,
     PipelineError,
     apply,
     check_feed,
@@ -48,9 +50,14 @@ __all__ = [
     "Diff",
     "Downloaded",
     "FeedCheck",
+    "Finished",
+    "LocalRunData",
     "Normalised",
     "PipelineError",
+    "RunData",
     "RunResults",
+    "S3RunData",
+    "S3RunStore",
     "Staged",
     "apply",
     "build_report",
@@ -64,6 +71,7 @@ __all__ = [
     "report_path",
     "run_dir",
     "run_key",
+    "scratch_dir",
     "stage",
     "to_markdown",
     "to_text",

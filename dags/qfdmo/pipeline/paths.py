@@ -1,4 +1,6 @@
-"""Where a run's working files and report live, and the key of its staging tables."""
+"""Local paths of runs that still keep their files on one machine's disk (the reports of the other
+DAGs, dbt's scratch), the name rules shared with the run data in S3 (run_data.py), and the key of a
+run's staging tables."""
 
 from __future__ import annotations
 
@@ -12,19 +14,20 @@ def data_dir() -> Path:
     return settings().data_dir
 
 
-def _safe(part: str) -> str:
-    # Run ids hold ':' and '+' (timestamps); keep file names portable and free of '/'.
+def safe_name(part: str) -> str:
+    """A run id (':' and '+' in its timestamp) as a portable file name or S3 key segment without '/'."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", part).strip("._") or "_"
 
 
 def run_dir(dag_id: str, run_id: str, base: Path | None = None) -> Path:
-    """`$QFDMO_DATA_DIR/runs/<dag_id>/<run_id>/`: raw feed and normalised files of one run."""
-    return (base or data_dir()) / "runs" / _safe(dag_id) / _safe(run_id)
+    """`$QFDMO_DATA_DIR/runs/<dag_id>/<run_id>/`: a run's local folder (the source DAGs keep theirs in
+    S3: run_data.py)."""
+    return (base or data_dir()) / "runs" / safe_name(dag_id) / safe_name(run_id)
 
 
 def report_path(dag_id: str, run_id: str, base: Path | None = None) -> Path:
     """`$QFDMO_DATA_DIR/reports/<dag_id>/<run_id>.json`: the run report, kept after the run."""
-    return (base or data_dir()) / "reports" / _safe(dag_id) / f"{_safe(run_id)}.json"
+    return (base or data_dir()) / "reports" / safe_name(dag_id) / f"{safe_name(run_id)}.json"
 
 
 def run_key(dag_id: str, run_id: str) -> str:

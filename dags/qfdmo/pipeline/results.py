@@ -2,7 +2,7 @@
 
 Steps pass these objects to each other; at an Airflow task boundary they travel through XCom as
 JSON-able dicts (`to_dict` / `from_dict`), and the report reads the typed objects back. They hold
-counts, timings and references only: bulk data stays in the run's files and staging tables.
+counts, timings and references only: bulk data stays in the run's data (S3) and staging tables.
 Unknown keys are ignored when reading (a newer count in an older reader is harmless); a missing or
 mistyped one is an error, which names the field.
 """
@@ -60,6 +60,7 @@ class Normalised(StepResult):
     warnings: dict[str, int] = {}
     unknown_values: dict[str, dict[str, int]] = {}
     seconds: float = 0.0
+    step_seconds: dict[str, float] = {}  # fetch (feed to scratch), normalise, load (COPY into staging)
 
 
 class AppliedFeed(StepResult):

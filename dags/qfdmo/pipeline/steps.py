@@ -1,9 +1,11 @@
-"""The steps of a source DAG as plain functions (no Airflow): each takes references (a run
-directory, a run key, a DSN) and returns a typed result of counts and timings
-(qfdmo.pipeline.results), which is what travels between tasks. Bulk data stays in files and
-staging tables.
+"""The steps of a source DAG as plain functions (no Airflow): each takes references (the run's
+data, a run key, a DSN) and returns a typed result of counts and timings
+(qfdmo.pipeline.results), which is what travels between tasks. Bulk data goes from one step to the
+next through the run's data in S3 (run_data.py: the raw feed, the nomenclature) and the run's
+staging tables (the normalised rows), never through a disk another step would have to share.
 
-    download -> check_feed -> normalise -> stage (+ guard decision) -> [approval] -> apply ; finish always
+    download -> check_feed -> normalise (+ COPY into staging) -> stage (+ guard decision) -> [approval]
+             -> apply ; finish always
 
 `check_feed` is the fast path: when it says the feed is unchanged, the rest is not run.
 """
@@ -14,10 +16,12 @@ import dataclasses
 import hashlib
 import json
 import logging
-import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import psycopg
@@ -26,15 +30,16 @@ from qfdmo.feeds import HttpClient, redact_url
 from qfdmo.feeds import download as download_feed
 from qfdmo.feeds.readers import SINOE_NOMENCLATURE_DATASET
 from qfdmo.pipeline import fingerprint as fp
+from qfdmo.pipeline import retention
 from qfdmo.pipeline.parallel_normalise import normalise_feed
 from qfdmo.pipeline.results import Applied, AppliedFeed, Diff, Downloaded, FeedCheck, Normalised, Staged
+from qfdmo.pipeline.run_data import NOMENCLATURE_FILE, NORMALISED_DIR, RAW_FILE, RunData, scratch_dir
 from qfdmo.sources import NormalisationContext, SourceDeclaration
 from qfdmo.sources.formats import feed_format
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
-RAW_FILE = "raw.jsonl"
-NOMENCLATURE_FILE = "nomenclature.json"
 # Bounds on what a step returns (it goes to XCom and into the approval form).
 MAX_VALUES_PER_KIND = 20
 
@@ -60,24 +65,28 @@ def _nomenclature_dataset(declaration: SourceDeclaration) -> str:
     return parts[parts.index("datasets") + 1] if "datasets" in parts else SINOE_NOMENCLATURE_DATASET
 
 
-def _nomenclature(run_dir: Path) -> str:
-    path = run_dir / NOMENCLATURE_FILE
-    return path.read_text(encoding="utf-8") if path.exists() else ""
+def _nomenclature(run: RunData) -> str:
+    data = run.get(NOMENCLATURE_FILE)
+    return data.decode("utf-8") if data is not None else ""
 
 
 def download(
-    declaration: SourceDeclaration, endpoint_url: str | None, run_dir: Path, client: HttpClient | None = None
+    declaration: SourceDeclaration, endpoint_url: str | None, run: RunData, client: HttpClient | None = None
 ) -> Downloaded:
-    """Fetch the feed (`endpoint_url` or the declared URL) into `<run_dir>/raw.jsonl`.
+    """Stream the feed (`endpoint_url` or the declared URL) into the run's `raw.jsonl` (S3: a
+    multipart upload as the pages arrive; an empty or failed feed leaves no object).
 
     A format that needs a nomenclature (SINOE) reads it from the same data-fair as the feed, so a local
-    `endpoint_url` serves both.
+    `endpoint_url` serves both; it is kept beside the feed (`nomenclature.json`).
     """
     started = time.perf_counter()
     url = endpoint_url or declaration.feed_url
     feed_kind = feed_format(declaration.format)
     nomenclature_dataset = _nomenclature_dataset(declaration) if feed_kind.needs_nomenclature else None
-    result = download_feed(feed_kind.read, url, run_dir, client, nomenclature_dataset=nomenclature_dataset)
+    with run.writer(RAW_FILE) as out:
+        result = download_feed(feed_kind.read, url, out, client, nomenclature_dataset=nomenclature_dataset)
+    if result.nomenclature is not None:
+        run.put(NOMENCLATURE_FILE, json.dumps(result.nomenclature, ensure_ascii=False).encode())
     # The URL is part of the run's inputs (another endpoint is another feed), hashed so that no
     # credential it may carry travels in XCom.
     feed = hashlib.sha256(url.encode() + b"\0" + result.content_sha256.encode()).hexdigest()
@@ -93,7 +102,7 @@ def download(
     )
 
 
-def check_feed(declaration: SourceDeclaration, run_dir: Path, dsn: str, downloaded: Downloaded) -> FeedCheck:
+def check_feed(declaration: SourceDeclaration, run: RunData, dsn: str, downloaded: Downloaded) -> FeedCheck:
     """Same inputs as the source's last applied run, and its acteurs untouched since? (fingerprint.py)"""
     from qfdmo.carte_db import load_reference_codes
 
@@ -106,36 +115,56 @@ def check_feed(declaration: SourceDeclaration, run_dir: Path, dsn: str, download
             downloaded=downloaded,
             declaration=declaration.model_dump(mode="json"),
             reference=dataclasses.asdict(load_reference_codes(conn)),
-            nomenclature=_nomenclature(run_dir),
+            nomenclature=_nomenclature(run),
         )
     log.info("%s: %s", declaration.code, result.reason)
     return result.model_copy(update={"seconds": round(time.perf_counter() - started, 3)})
 
 
-def normalise(declaration: SourceDeclaration, run_dir: Path, dsn: str) -> Normalised:
-    """Normalise `<run_dir>/raw.jsonl` into the four staging files; reference codes come from the DB."""
-    from qfdmo.carte_db import load_reference_codes
+def normalise(
+    declaration: SourceDeclaration, run: RunData, run_key: str, dsn: str, scratch_base: Path | None = None
+) -> Normalised:
+    """Normalise the run's `raw.jsonl` into the four run files on this task's scratch disk, then COPY
+    them into the run's raw staging tables (`stage` reads them there); reference codes come from the DB.
+
+    `step_seconds` splits the time: fetch (the feed from S3 to scratch), normalise, load (COPY).
+    """
+    from qfdmo.carte_db import load_reference_codes, load_run_files
 
     started = time.perf_counter()
-    nomenclature = _nomenclature(run_dir)
+    nomenclature = _nomenclature(run)
     with _connect(dsn) as conn:
         reference = load_reference_codes(conn)
     context = NormalisationContext(nomenclature=json.loads(nomenclature) if nomenclature else {})
-    report = normalise_feed(declaration, run_dir / RAW_FILE, reference, run_dir, context).to_dict()
-    normalised = Normalised.from_dict(
-        {
-            **report,
-            "warnings": _top(report.get("warnings", {})),
-            "unknown_values": {kind: _top(values) for kind, values in report.get("unknown_values", {}).items()},
-            "rejections": _top(report.get("rejections", {}), limit=50),
-            "seconds": round(time.perf_counter() - started, 3),
-        }
-    )
-    if not normalised.acteurs_written:
-        # Nothing usable is a configuration or feed problem, not "every acteur left": stop here.
-        reasons = ", ".join(f"{reason} ({n})" for reason, n in normalised.rejections.items()) or "none"
-        raise PipelineError(f"all {normalised.rows_read} rows of the feed were rejected; reasons: {reasons}")
-    return normalised
+    with scratch_dir(scratch_base) as scratch:
+        mark = time.perf_counter()
+        raw = run.local_copy(RAW_FILE, scratch)
+        seconds = {"fetch": time.perf_counter() - mark}
+        mark = time.perf_counter()
+        files = scratch / "files"
+        report = normalise_feed(declaration, raw, reference, files, context).to_dict()
+        seconds["normalise"] = time.perf_counter() - mark
+        normalised = Normalised.from_dict(
+            {
+                **report,
+                "warnings": _top(report.get("warnings", {})),
+                "unknown_values": {kind: _top(values) for kind, values in report.get("unknown_values", {}).items()},
+                "rejections": _top(report.get("rejections", {}), limit=50),
+            }
+        )
+        if not normalised.acteurs_written:
+            # Nothing usable is a configuration or feed problem, not "every acteur left": stop here.
+            reasons = ", ".join(f"{reason} ({n})" for reason, n in normalised.rejections.items()) or "none"
+            raise PipelineError(f"all {normalised.rows_read} rows of the feed were rejected; reasons: {reasons}")
+        mark = time.perf_counter()
+        # Two connections: propositions.tsv (the largest file) loads on the second meanwhile.
+        with _connect(dsn) as conn, _connect(dsn) as second_conn:
+            load_run_files(conn, run_key, files, second_conn)
+        seconds["load"] = time.perf_counter() - mark
+    return normalised.model_copy(update={
+        "seconds": round(time.perf_counter() - started, 3),
+        "step_seconds": {k: round(v, 3) for k, v in seconds.items()},
+    })
 
 
 def needs_approval(to_deactivate: int, active_before: int, max_deactivation_share: float) -> bool:
@@ -148,16 +177,15 @@ def needs_approval(to_deactivate: int, active_before: int, max_deactivation_shar
     return to_deactivate / active_before > max_deactivation_share
 
 
-def stage(
-    declaration: SourceDeclaration, run_dir: Path, run_key: str, dsn: str, max_deactivation_share: float
-) -> Staged:
-    """COPY the normalised files into staging, diff them against qfdmo_acteur, decide the guard."""
+def stage(declaration: SourceDeclaration, run_key: str, dsn: str, max_deactivation_share: float) -> Staged:
+    """Merge and check the rows the normalise step loaded into staging, diff them against
+    qfdmo_acteur, decide the guard."""
     from qfdmo.carte_db import stage as stage_run
 
     started = time.perf_counter()
-    # Two connections: the propositions are staged on the second while the first stages the acteurs.
+    # Two connections: the propositions are merged on the second while the first merges the acteurs.
     with _connect(dsn) as conn, _connect(dsn) as second_conn:
-        result = stage_run(conn, run_key, run_dir, declaration.source_codes, second_conn)
+        result = stage_run(conn, run_key, None, declaration.source_codes, second_conn)
     diff = result.diff
     return Staged(
         run_key=result.run_key,
@@ -206,16 +234,60 @@ def apply(
     return Applied.from_dict({**result.as_dict(), "seconds_total": round(time.perf_counter() - started, 3)})
 
 
-def finish(run_key: str, dsn: str, run_dir: Path, keep_files: bool) -> None:
-    """Drop the run's staging tables (whatever happened) and its files unless kept for debugging.
+@dataclass(frozen=True)
+class Finished:
+    """What the cleanup did with a run's data."""
 
-    A database error is raised after the files are handled: the cleanup task then fails, visibly.
+    removed: int  # objects of the run's data removed (a run that ended well)
+    kept_until: datetime | None  # a failed run's data is kept until then
+    swept: int  # other runs' kept data removed because past its date
+
+
+def finish(
+    run_key: str,
+    dsn: str,
+    run: RunData,
+    *,
+    settled: bool,
+    dag_id: str = "",
+    run_id: str = "",
+    outcome: str = "",
+    retention_days: float = 0.0,
+    sweep_with: Callable[[str], RunData] | None = None,
+) -> Finished:
+    """The end of every run, whatever happened: drop its staging tables; remove its data when the run
+    is `settled` (ended well), else keep it `retention_days` days (its normalised rows, still in
+    staging, are first copied beside the feed under `normalised/`); then, with `sweep_with`, remove
+    the kept data of older runs past their date.
+
+    A database or S3 error is raised after the staging tables are handled: the cleanup task then
+    fails, visibly. Without qfdmo_platform.kept_run (platform migrations not applied), a failed
+    run's data stays and nothing is swept (a warning says so): data is never removed by doubt.
     """
     from qfdmo.carte_db import drop_staging
+    from qfdmo.carte_db.staging import export_run_files
 
-    try:
-        with _connect(dsn) as conn:
+    removed, kept_until, swept = 0, None, 0
+    with _connect(dsn) as conn:
+        try:
+            if settled:
+                removed = run.delete()
+                _without_table(lambda: retention.release(conn, run))
+            else:
+                export_run_files(conn, run_key, lambda name: run.writer(f"{NORMALISED_DIR}/{name}"))
+                kept_until = _without_table(lambda: retention.keep(conn, run, dag_id, run_id, outcome,
+                                                                   retention_days))
+        finally:
             drop_staging(conn, run_key)
-    finally:
-        if not keep_files:
-            shutil.rmtree(run_dir, ignore_errors=True)
+        if sweep_with is not None:
+            swept = _without_table(lambda: retention.sweep(conn, sweep_with)) or 0
+    return Finished(removed=removed, kept_until=kept_until, swept=swept)
+
+
+def _without_table(work: Callable[[], T]) -> T | None:
+    try:
+        return work()
+    except psycopg.errors.UndefinedTable as exc:
+        log.warning("%s: run data retention needs the platform migrations "
+                    "(python -m qfdmo.carte_db migrate --platform-only)", exc)
+        return None
