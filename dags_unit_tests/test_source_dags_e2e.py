@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import json
 import math
-import time
 import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +21,7 @@ import psycopg
 import pytest
 from fakes import DATASETS, fixture_rows, serve_fixtures
 from fakes.feed_server import FeedServer
+from stack_runs import api, finished, task_state
 
 from devstack.config import RUNS_BUCKET
 from devstack.processes import wait_until
@@ -100,42 +99,12 @@ def _revision(dsn: str, identifiant_unique: str) -> str:
         return conn.execute(REVISION, (identifiant_unique,)).fetchone()[0]
 
 
-_TOKENS: dict[str, str] = {}
-
-
-def _api(stack, method: str, path: str, body: dict | None = None, attempts: int = 5) -> dict:
-    """REST call with a cached token; a busy api-server (timeouts, 5xx) is retried, 4xx raised."""
-    for attempt in range(1, attempts + 1):
-        try:
-            if stack.api_url not in _TOKENS:
-                _TOKENS[stack.api_url] = stack.token()
-            request = urllib.request.Request(
-                f"{stack.api_url}/api/v2{path}",
-                method=method,
-                data=None if body is None else json.dumps(body).encode(),
-                headers={"Authorization": f"Bearer {_TOKENS[stack.api_url]}", "Content-Type": "application/json"},
-            )
-            with urllib.request.urlopen(request, timeout=60) as response:
-                raw = response.read()
-            return json.loads(raw) if raw else {}
-        except urllib.error.HTTPError as exc:
-            if exc.code == 401:
-                _TOKENS.pop(stack.api_url, None)
-            elif exc.code < 500 or attempt == attempts:
-                raise
-        except (TimeoutError, urllib.error.URLError, ConnectionError):
-            if attempt == attempts:
-                raise
-        time.sleep(2 * attempt)
-    raise AssertionError("unreachable")
-
-
 def _carte_events(stack, dag_id: str, run_id: str) -> list[dict]:
     """The CARTE_ACTEURS asset events a run emitted (read back through the REST API)."""
     from qfdmo.airflow.assets import CARTE_ACTEURS
 
     query = urllib.parse.urlencode({"source_dag_id": dag_id, "source_run_id": run_id})
-    events = _api(stack, "GET", f"/assets/events?{query}")["asset_events"]
+    events = api(stack, "GET", f"/assets/events?{query}")["asset_events"]
     return [event for event in events if event["name"] == CARTE_ACTEURS.name]
 
 
@@ -254,27 +223,14 @@ def _radius_search_is_in_metres(dsn: str) -> None:
 def _trigger(stack, dag_id: str, conf: dict) -> str:
     def dag_known():
         try:
-            return _api(stack, "GET", f"/dags/{dag_id}")
+            return api(stack, "GET", f"/dags/{dag_id}")
         except urllib.error.HTTPError:
             return None
 
     wait_until(dag_known, f"{dag_id} to be parsed", 120, interval=1)
-    _api(stack, "PATCH", f"/dags/{dag_id}", {"is_paused": False})
-    run = _api(stack, "POST", f"/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf})
+    api(stack, "PATCH", f"/dags/{dag_id}", {"is_paused": False})
+    run = api(stack, "POST", f"/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf})
     return run["dag_run_id"]
-
-
-def _task_state(stack, dag_id: str, run_id: str, task_id: str) -> str | None:
-    return _api(stack, "GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}").get("state")
-
-
-def _finished(stack, dag_id: str, run_id: str, timeout: float = 600) -> str:
-    return wait_until(
-        lambda: (s := _api(stack, "GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"]) in ("success", "failed") and s,
-        f"{dag_id} {run_id} to finish",
-        timeout,
-        interval=1,
-    )
 
 
 def _report(stack, dag_id: str, run_id: str) -> dict:
@@ -288,9 +244,9 @@ def _run_all(stack, confs: dict[str, dict]) -> dict[str, tuple[str, str]]:
     """One run of each DAG, triggered at once (the scheduler runs them side by side); waits for
     all and returns each DAG's (run id, final state)."""
     run_ids = {dag_id: _trigger(stack, dag_id, conf) for dag_id, conf in confs.items()}
-    runs = {dag_id: (run_id, _finished(stack, dag_id, run_id)) for dag_id, run_id in run_ids.items()}
+    runs = {dag_id: (run_id, finished(stack, dag_id, run_id)) for dag_id, run_id in run_ids.items()}
     for dag_id in run_ids:
-        _api(stack, "PATCH", f"/dags/{dag_id}", {"is_paused": True})
+        api(stack, "PATCH", f"/dags/{dag_id}", {"is_paused": True})
     return runs
 
 
@@ -311,10 +267,10 @@ def _load_directly(dsn: str, code: str, url: str, work: Path) -> None:
 
 def _answer_when_asked(stack, dag_id: str, run_id: str, choice: str) -> None:
     """Answer the approval form once it is up and the scheduler is done with the paused task."""
-    wait_until(lambda: _task_state(stack, dag_id, run_id, "request_approval") == "awaiting_input",
+    wait_until(lambda: task_state(stack, dag_id, run_id, "request_approval") == "awaiting_input",
                "the approval request", 600, interval=1)
     hitl = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/request_approval/-1/hitlDetails"
-    assert "would be set **SUPPRIME**" in _api(stack, "GET", hitl)["body"]
+    assert "would be set **SUPPRIME**" in api(stack, "GET", hitl)["body"]
     # An answer that re-queues the task before the scheduler has consumed the pausing workload's
     # "success" event makes Airflow 3.3 take that stale event for the new attempt and fail the task.
     # The scheduler logs "TaskInstance Finished" for the task once it has popped that event from its
@@ -323,7 +279,7 @@ def _answer_when_asked(stack, dag_id: str, run_id: str, choice: str) -> None:
     consumed = f"TaskInstance Finished: dag_id={dag_id}, task_id=request_approval, run_id={run_id},"
     wait_until(lambda: consumed in scheduler_log.read_text(errors="replace"),
                "the scheduler to consume the paused workload's event", 120, interval=1)
-    _api(stack, "PATCH", hitl, {"chosen_options": [choice]})
+    api(stack, "PATCH", hitl, {"chosen_options": [choice]})
 
 
 def test_large_deactivation_waits_for_a_human(airflow_stack, feeds, tmp_path):
@@ -337,11 +293,11 @@ def test_large_deactivation_waits_for_a_human(airflow_stack, feeds, tmp_path):
 
     # 1. Nobody answers within approval_timeout: the default (Reject) applies nothing.
     timed_out = _trigger(airflow_stack, dag_id, {"endpoint_url": url, "approval_timeout": 5})
-    assert _finished(airflow_stack, dag_id, timed_out) == "success"
+    assert finished(airflow_stack, dag_id, timed_out) == "success"
     report = _report(airflow_stack, dag_id, timed_out)
     assert report["outcome"] == "not applied: timed out" and report["guard"]["needs_approval"]
     for task_id, state in (("apply", "skipped"), ("announce_change", "skipped"), ("cleanup", "success")):
-        assert _task_state(airflow_stack, dag_id, timed_out, task_id) == state, task_id
+        assert task_state(airflow_stack, dag_id, timed_out, task_id) == state, task_id
     assert _snapshot(dsn, ("refashion",)) == before
     assert _carte_events(airflow_stack, dag_id, timed_out) == []
     assert _run_objects(airflow_stack, dag_id, timed_out) == []  # settled: data removed
@@ -350,7 +306,7 @@ def test_large_deactivation_waits_for_a_human(airflow_stack, feeds, tmp_path):
     for choice, outcome in (("Reject", "not applied: rejected"), ("Approve", "applied")):
         run_id = _trigger(airflow_stack, dag_id, {"endpoint_url": url, "approval_timeout": 600})
         _answer_when_asked(airflow_stack, dag_id, run_id, choice)
-        assert _finished(airflow_stack, dag_id, run_id) == "success"
+        assert finished(airflow_stack, dag_id, run_id) == "success"
         report = _report(airflow_stack, dag_id, run_id)
         assert report["outcome"] == outcome
         if choice == "Reject":
@@ -362,7 +318,7 @@ def test_large_deactivation_waits_for_a_human(airflow_stack, feeds, tmp_path):
             assert event["extra"]["deactivated"] == 5
     statuts = _acteurs(dsn, ("refashion",))
     assert list(statuts.values()).count("SUPPRIME") == 5
-    _api(airflow_stack, "PATCH", f"/dags/{dag_id}", {"is_paused": True})
+    api(airflow_stack, "PATCH", f"/dags/{dag_id}", {"is_paused": True})
 
 
 # --- the other formats: a first load and a changed feed, their DAGs side by side ---
@@ -391,7 +347,7 @@ def _carte_recomputed_by_the_asset(stack, dsn: str) -> None:
     applied = set(_acteurs(dsn, ("cma_reparacteur",)))
 
     def settled() -> set[str] | None:
-        runs = _api(stack, "GET", "/dags/compute_acteurs/dagRuns?run_type=asset_triggered")["dag_runs"]
+        runs = api(stack, "GET", "/dags/compute_acteurs/dagRuns?run_type=asset_triggered")["dag_runs"]
         assert "failed" not in {run["state"] for run in runs}, runs
         if not runs or any(run["state"] in ("queued", "running") for run in runs):
             return None
@@ -402,7 +358,7 @@ def _carte_recomputed_by_the_asset(stack, dsn: str) -> None:
         return displayed or None
 
     displayed = wait_until(settled, "compute_acteurs to put the applied acteurs on the carte", 600, interval=3)
-    _api(stack, "PATCH", "/dags/compute_acteurs", {"is_paused": True})
+    api(stack, "PATCH", "/dags/compute_acteurs", {"is_paused": True})
     assert displayed <= applied, sorted(displayed - applied)[:5]
 
 
@@ -415,7 +371,7 @@ def test_other_formats_and_a_failed_run_through_the_scheduler(airflow_stack, fee
     before = _snapshot(dsn, ("aliapur",))
 
     # compute_acteurs listens to the asset the source runs emit: it must start by itself.
-    _api(airflow_stack, "PATCH", "/dags/compute_acteurs", {"is_paused": False})
+    api(airflow_stack, "PATCH", "/dags/compute_acteurs", {"is_paused": False})
     first = _run_all(airflow_stack, {**confs, failing: {"endpoint_url": feeds.datafair_url("donnees-eo-aliapur")}})
     for dag_id, (_, _, _, source_codes, expected_new, expected_rejected) in FORMATS.items():
         run_id, state = first[dag_id]
@@ -434,10 +390,10 @@ def test_other_formats_and_a_failed_run_through_the_scheduler(airflow_stack, fee
     run_id, state = first[failing]
     report = _report(airflow_stack, failing, run_id)
     assert state == "failed" and report["outcome"] == "not applied: failed at download", report
-    for task_id, task_state in (("download", "failed"), ("check_feed", "upstream_failed"),
-                                ("announce_change", "upstream_failed"), ("report", "success"),
-                                ("cleanup", "success")):
-        assert _task_state(airflow_stack, failing, run_id, task_id) == task_state, task_id
+    for task_id, expected in (("download", "failed"), ("check_feed", "upstream_failed"),
+                              ("announce_change", "upstream_failed"), ("report", "success"),
+                              ("cleanup", "success")):
+        assert task_state(airflow_stack, failing, run_id, task_id) == expected, task_id
     assert _snapshot(dsn, ("aliapur",)) == before
     assert _carte_events(airflow_stack, failing, run_id) == []
     assert _kept(dsn, failing, run_id) == ["not applied: failed at download"]
