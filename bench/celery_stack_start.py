@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from devstack.config import REPO_ROOT, Ports, StackConfig
-from devstack.processes import free_port
+from devstack.config import StackConfig
 from devstack.stack import Stack
 
 
@@ -33,11 +31,7 @@ class MigrateAfterStorage(Stack):
 
 
 def timed_start(kind: type[Stack]) -> float:
-    state_dir = Path(tempfile.mkdtemp(prefix="qfdmo-bench-celery-"))
-    dags_folder = state_dir / "dags"
-    shutil.copytree(REPO_ROOT / "dags", dags_folder, ignore=shutil.ignore_patterns("__pycache__", ".env"))
-    config = StackConfig(state_dir=state_dir, ports=Ports(**{name: free_port() for name in Ports().__dict__}),
-                         dags_folder=dags_folder, ephemeral=True, executor="celery")
+    config = StackConfig.throwaway("qfdmo-bench-celery-", executor="celery")
     stack = kind(config)
     started = time.monotonic()
     try:
@@ -48,7 +42,7 @@ def timed_start(kind: type[Stack]) -> float:
         for child in reversed(stack.group.children[:]):
             stack.group.kill(child)
         stack.stop()
-        shutil.rmtree(state_dir, ignore_errors=True)
+        shutil.rmtree(config.state_dir, ignore_errors=True)
     return wall
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from devstack.config import REPO_ROOT, Ports, StackConfig
-from devstack.processes import free_port, process_tree, processes_in_group
+from devstack.processes import process_tree, processes_in_group
 from devstack.stack import Stack
 
 FILE_BUDGET_S = 0.5
@@ -65,8 +65,7 @@ def memory_of(pgids: list[int]) -> tuple[int, float, float]:
 def stack_figures(idle_seconds: float) -> bool:
     ok = True
     with tempfile.TemporaryDirectory(prefix="bench-stack-") as state:
-        ports = Ports(**{name: free_port() for name in Ports().__dict__})
-        config = StackConfig(state_dir=Path(state), ports=ports)
+        config = StackConfig(state_dir=Path(state), ports=Ports.free())
         for label in ("first start (empty state: initdb, migrations)", "second start (existing state)"):
             stack = Stack(config)
             started = time.monotonic()

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
-import tempfile
 import urllib.error
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,8 +17,8 @@ from pathlib import Path
 import psycopg
 from conftest import AirflowStack
 
-from devstack.config import REPO_ROOT, Ports, StackConfig
-from devstack.processes import free_port, wait_until
+from devstack.config import StackConfig
+from devstack.processes import wait_until
 from devstack.stack import Stack
 
 FINISHED_RUN_STATES = ("success", "failed")
@@ -229,11 +227,8 @@ class CeleryStack(AirflowStack):
 
 def start_celery_stack() -> tuple[Stack, Path]:
     """A throwaway Celery stack on free ports, DAGs from a copy of dags/ (tests may add files)."""
-    state_dir = Path(tempfile.mkdtemp(prefix="qfdmo-test-celery-"))
-    dags_folder = state_dir / "dags"
-    shutil.copytree(REPO_ROOT / "dags", dags_folder, ignore=shutil.ignore_patterns("__pycache__", ".env"))
-    config = StackConfig(state_dir=state_dir, ports=Ports(**{name: free_port() for name in Ports().__dict__}),
-                         dags_folder=dags_folder, ephemeral=True, executor="celery")
+    config = StackConfig.throwaway("qfdmo-test-celery-", executor="celery")
+    state_dir = config.state_dir
     stack = Stack(config)
     stack.start()
     return stack, state_dir

@@ -21,15 +21,13 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from devstack.config import DAGS_BUCKET, LOGS_BUCKET, REPO_ROOT, UI_PASSWORD, UI_USER, Ports, StackConfig
-from devstack.processes import free_port
+from devstack.config import DAGS_BUCKET, LOGS_BUCKET, REPO_ROOT, UI_PASSWORD, UI_USER, StackConfig
 from devstack.stack import Stack, migrate_carte_db
 
 _database_numbers = itertools.count()
@@ -69,14 +67,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def test_stack() -> Stack:
-    # Not under pytest's basetemp: another pytest session of the same user resets the permissions of
-    # /tmp/pytest-of-<user> to 0700, which the server's own user (postgres) then cannot traverse.
-    state_dir = Path(tempfile.mkdtemp(prefix="qfdmo-test-stack-"))
-    dags_folder = state_dir / "dags"
-    shutil.copytree(REPO_ROOT / "dags", dags_folder, ignore=shutil.ignore_patterns("__pycache__", ".env"))
-    ports = Ports(**{name: free_port() for name in Ports().__dict__})
-    stack = Stack(StackConfig(state_dir=state_dir, ports=ports, dags_folder=dags_folder, ephemeral=True),
-                  with_airflow=False)
+    config = StackConfig.throwaway("qfdmo-test-stack-")
+    state_dir = config.state_dir
+    stack = Stack(config, with_airflow=False)
     stack.start()
     yield stack
     stack.stop()

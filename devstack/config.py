@@ -9,8 +9,12 @@ import base64
 import json
 import os
 import secrets
+import shutil
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from devstack.processes import free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = REPO_ROOT / ".venv" / "bin"
@@ -62,6 +66,11 @@ class Ports:
     def named(self) -> dict[str, int]:
         return {f"QFDMO_{name.upper()}_PORT": port for name, port in asdict(self).items()}
 
+    @classmethod
+    def free(cls) -> Ports:
+        """A free port for every service: a throwaway stack beside any other."""
+        return cls(**{name: free_port() for name in asdict(cls())})
+
 
 @dataclass
 class StackConfig:
@@ -71,6 +80,18 @@ class StackConfig:
     # Throwaway stacks (tests, benchmarks) trade durability for speed.
     ephemeral: bool = False
     executor: str = "local"  # a key of EXECUTORS
+
+    @classmethod
+    def throwaway(cls, prefix: str, executor: str = "local") -> StackConfig:
+        """An ephemeral stack (tests, benchmarks) in a new folder of the system's temporary directory,
+        on free ports, reading its DAGs from a copy of dags/ (a test may add files to it)."""
+        # Not under pytest's basetemp: another pytest session of the same user resets the permissions
+        # of /tmp/pytest-of-<user> to 0700, which the server's own user (postgres) then cannot traverse.
+        state_dir = Path(tempfile.mkdtemp(prefix=prefix))
+        dags_folder = state_dir / "dags"
+        shutil.copytree(REPO_ROOT / "dags", dags_folder, ignore=shutil.ignore_patterns("__pycache__", ".env"))
+        return cls(state_dir=state_dir, ports=Ports.free(), dags_folder=dags_folder, ephemeral=True,
+                   executor=executor)
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:
