@@ -20,6 +20,7 @@ import itertools
 import json
 import os
 import shutil
+import signal
 import subprocess
 import urllib.request
 from dataclasses import dataclass
@@ -45,6 +46,17 @@ _INTEGRATION_FIXTURES = frozenset({"test_stack", "postgres", "carte_dsn", "s3_se
 AIRFLOW_GROUP = "airflow_stack"
 # The Celery stack's tests share one stack too, on the other xdist worker (beside the non-Airflow tests).
 CELERY_GROUP = "celery_stack"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A run stopped by SIGTERM (a CI timeout, `kill`) tears its fixtures down like Ctrl-C does, so the
+    # throwaway stacks' servers do not outlive it.
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups

@@ -119,6 +119,11 @@ def succeeded(stack, dag_id: str, run_id: str, timeout: float = 600) -> bool:
     of the failed ones."""
     if finished(stack, dag_id, run_id, timeout) == "success":
         return True
+    raise AssertionError(f"{dag_id} {run_id} failed: {failure_report(stack, dag_id, run_id)}")
+
+
+def failure_report(stack, dag_id: str, run_id: str) -> str:
+    """The run's task states and the end of its failed tasks' logs (first try)."""
     run = f"/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}"
     states = {t["task_id"]: t["state"] for t in api(stack, "GET", f"{run}/taskInstances")["task_instances"]}
     logs = []
@@ -127,8 +132,26 @@ def succeeded(stack, dag_id: str, run_id: str, timeout: float = 600) -> bool:
             content = api(stack, "GET", f"{run}/taskInstances/{task_id}/logs/1?full_content=true")["content"]
         except urllib.error.HTTPError as exc:
             content = f"(log unavailable: {exc})"
-        logs.append(f"--- {task_id} ---\n{str(content)[-4000:]}")
-    raise AssertionError(f"{dag_id} {run_id} failed: {states}\n" + "\n".join(logs))
+        logs.append(f"--- {task_id} ---\n" + "\n".join(_log_lines(content)[-80:]))
+    return f"{states}\n" + "\n".join(logs)
+
+
+def _log_lines(content: Any) -> list[str]:
+    """A task log as the REST API returns it (a list of structured entries, or text) as lines: each
+    entry's event, and an exception's type, message and last frames."""
+    if not isinstance(content, list):
+        return str(content).splitlines()
+    lines = []
+    for entry in content:
+        if not isinstance(entry, dict):
+            lines.append(str(entry))
+            continue
+        lines.append(str(entry.get("event", "")))
+        for error in entry.get("error_detail") or []:
+            frames = [f"{f.get('filename')}:{f.get('lineno')} {f.get('name')}" for f in error.get("frames", [])]
+            lines.append(f"  {error.get('exc_type')}: {error.get('exc_value')}")
+            lines.extend(f"    at {frame}" for frame in frames[-8:])
+    return lines
 
 
 def task_state(stack, dag_id: str, run_id: str, task_id: str) -> str | None:

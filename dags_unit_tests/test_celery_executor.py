@@ -47,22 +47,3 @@ def test_nothing_to_send_asks_nothing(executor, monkeypatch):
     monkeypatch.setattr(CeleryExecutor, "_send_workloads", lambda self, tuples: None)
     monkeypatch.setattr(executor, "_broker_error", lambda: pytest.fail("no broker check without tasks"))
     executor._send_workloads([])
-
-
-def test_a_task_forked_from_a_celery_pool_process_may_start_processes(executor):
-    import multiprocessing
-
-    from qfdmo.airflow.celery_config import allow_task_subprocesses
-
-    config = multiprocessing.current_process()._config
-    saved = dict(config)
-    config["daemon"] = True  # what Celery's prefork pool sets in its processes
-    try:
-        allow_task_subprocesses()
-        process = multiprocessing.get_context("fork").Process(target=int)
-        process.start()  # would raise "daemonic processes are not allowed to have children"
-        process.join(30)
-        assert process.exitcode == 0
-    finally:
-        config.clear()
-        config.update(saved)

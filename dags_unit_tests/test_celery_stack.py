@@ -15,7 +15,7 @@ import pytest
 from celery_bed import describe
 from fakes import feed_server  # noqa: F401  (fixture)
 
-from devstack.config import CELERY_CONFIG, CELERY_EXECUTOR, EXECUTORS, StackConfig
+from devstack.config import CELERY_EXECUTOR, EXECUTORS, StackConfig
 from devstack.processes import wait_until
 
 # Airflow's CeleryExecutor's line when a publish fails (its CELERY_SEND_ERR_MSG_HEADER).
@@ -76,7 +76,6 @@ def test_executor_is_chosen_by_configuration(tmp_path):
     celery = StackConfig(state_dir=tmp_path, executor="celery")
     env = celery.airflow_env()
     assert env["AIRFLOW__CORE__EXECUTOR"] == EXECUTORS["celery"] == CELERY_EXECUTOR
-    assert env["AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS"] == CELERY_CONFIG
     assert str(celery.dags_folder) in env["PYTHONPATH"].split(os.pathsep), "the executor's module"
     assert env["AIRFLOW__CELERY__BROKER_URL"] == f"redis://127.0.0.1:{celery.ports.broker}/0"
     assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql://")

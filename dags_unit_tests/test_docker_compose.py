@@ -117,7 +117,6 @@ def test_celery_profile_broker_and_two_workers_from_the_scheduler_image() -> Non
     assert "AIRFLOW__CORE__EXECUTOR=LocalExecutor" in template, "LocalExecutor stays the default"
     assert "AIRFLOW__CELERY__BROKER_URL=redis://valkey:6379/0" in template
     assert "qfdmo.airflow.celery_executor.BrokerAwareCeleryExecutor" in template
-    assert "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS=qfdmo.airflow.celery_config.CELERY_CONFIG" in template
 
 
 def test_ports_carte_db_6543_ui_8080() -> None:

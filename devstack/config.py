@@ -33,8 +33,6 @@ UI_PASSWORD = "airflow"
 # (QFDMO_EXECUTOR=celery) adds a Redis broker and CELERY_WORKERS workers to the local stack, with the
 # platform's subclass that holds tasks back while the broker is down (qfdmo/airflow/celery_executor.py).
 CELERY_EXECUTOR = "qfdmo.airflow.celery_executor.BrokerAwareCeleryExecutor"
-# Airflow's Celery settings plus the workers' hook that lets tasks start processes.
-CELERY_CONFIG = "qfdmo.airflow.celery_config.CELERY_CONFIG"
 EXECUTORS = {"local": "LocalExecutor", "celery": CELERY_EXECUTOR}
 CELERY_WORKERS = 2
 
@@ -266,7 +264,6 @@ class StackConfig:
             # The executor class from the DAG folder (as in the images), devstack for the workers' names.
             env["PYTHONPATH"] = os.pathsep.join((str(self.dags_folder), str(REPO_ROOT)))
             env["AIRFLOW__CELERY__BROKER_URL"] = self.broker_url
-            env["AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS"] = CELERY_CONFIG
             # Results in the metadata database: no second store to run.
             env["AIRFLOW__CELERY__RESULT_BACKEND"] = (
                 f"db+postgresql://postgres@127.0.0.1:{self.ports.postgres}/airflow")

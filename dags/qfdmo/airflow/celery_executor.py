@@ -10,8 +10,6 @@ one line — when the outage starts, every OUTAGE_REMINDER seconds while it last
 Select it with AIRFLOW__CORE__EXECUTOR=qfdmo.airflow.celery_executor.BrokerAwareCeleryExecutor on the
 scheduler and the workers (dags/ on PYTHONPATH, as in the images). A broker lost between the check
 and the publish still takes the stock path (the task fails once and retries).
-
-The workers' side is in qfdmo/airflow/celery_config.py.
 """
 
 from __future__ import annotations

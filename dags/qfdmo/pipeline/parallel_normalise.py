@@ -8,22 +8,21 @@ worker cannot know how many rows the parts before its own hold, so part `i` numb
 `i << 32` (they still increase in feed order, which is all staging uses them for). The run report
 gives true row numbers: the parent renumbers the examples once the parts' sizes are known.
 
-Workers are forked: they share the parent's loaded modules and its string hashes (duplicates are
-counted on hashes of identifiant_unique across parts).
+Workers are fresh interpreters (`worker_processes`: why not multiprocessing); duplicates across
+parts are counted on a stable digest of the identifiant_unique, the same in every interpreter.
 """
 
 from __future__ import annotations
 
 import math
-import multiprocessing
 import os
 import shutil
 import time
-from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 
 from qfdmo.carte_db.staging_format import FILES
 from qfdmo.feeds import iter_raw_rows, page_spans
+from qfdmo.pipeline.worker_processes import map_in_processes
 from qfdmo.settings import NORMALISE_PROCESSES, settings
 from qfdmo.sources import NormalisationContext, NormalisationReport, SourceDeclaration
 from qfdmo.sources import normalise as normalise_rows
@@ -73,13 +72,13 @@ def _normalise_part(
     declaration: SourceDeclaration,
     raw_path: Path,
     reference: ReferenceCodesLike,
-    part_dir: Path,
     context: NormalisationContext,
+    part_dir: Path,
     index: int,
     start: int,
     end: int,
-) -> tuple[NormalisationReport, set[int]]:
-    seen: set[int] = set()
+) -> tuple[NormalisationReport, set[bytes]]:
+    seen: set[bytes] = set()
     report = normalise_rows(
         declaration,
         iter_raw_rows(raw_path, start, end),
@@ -112,37 +111,29 @@ def normalise_feed(
     shutil.rmtree(parts_dir, ignore_errors=True)
     started = time.perf_counter()
     report = NormalisationReport(source=declaration.code)
-    seen: set[int] = set()
+    seen: set[bytes] = set()
     run_dir.mkdir(parents=True, exist_ok=True)
     outputs = {name: (run_dir / name).open("wb") for name in FILES}
+    results = map_in_processes(
+        _normalise_part,
+        (declaration, raw_path, reference, context),
+        [(parts_dir / f"{i:05d}", i, start, end) for i, (start, end) in enumerate(parts)],
+        processes,
+    )
     try:
-        with ProcessPoolExecutor(
-            max_workers=min(processes, len(parts)), mp_context=multiprocessing.get_context("fork")
-        ) as pool:
-            futures: list[Future[tuple[NormalisationReport, set[int]]]] = [
-                pool.submit(
-                    _normalise_part, declaration, raw_path, reference, parts_dir / f"{i:05d}", context, i, start, end
-                )
-                for i, (start, end) in enumerate(parts)
-            ]
-            try:
-                rows_before = 0
-                for index, future in enumerate(futures):
-                    part_report, part_seen = future.result()
-                    part_dir = parts_dir / f"{index:05d}"
-                    for name, output in outputs.items():
-                        with (part_dir / name).open("rb") as part_file:
-                            shutil.copyfileobj(part_file, output, 1 << 20)
-                    shutil.rmtree(part_dir)
-                    base = (index << PART_SHIFT) - rows_before
-                    report.merge(part_report, lambda row, base=base: row - base)
-                    rows_before += part_report.rows_read
-                    seen |= part_seen
-            except BaseException:
-                for future in futures:
-                    future.cancel()
-                raise
+        rows_before = 0
+        for index, (part_report, part_seen) in enumerate(results):
+            part_dir = parts_dir / f"{index:05d}"
+            for name, output in outputs.items():
+                with (part_dir / name).open("rb") as part_file:
+                    shutil.copyfileobj(part_file, output, 1 << 20)
+            shutil.rmtree(part_dir)
+            base = (index << PART_SHIFT) - rows_before
+            report.merge(part_report, lambda row, base=base: row - base)
+            rows_before += part_report.rows_read
+            seen |= part_seen
     finally:
+        results.close()  # stops the workers at once if this step fails
         for output in outputs.values():
             output.close()
         shutil.rmtree(parts_dir, ignore_errors=True)

@@ -37,11 +37,11 @@ __all__ = ["ConfigurationError", "NormalisationContext", "ReferenceCodesLike", "
 
 def normalise(declaration: SourceDeclaration, rows: Iterable[Any], reference: ReferenceCodesLike, run_dir: Path,
               context: NormalisationContext | None = None, *, first_row_number: int = 1,
-              seen: set[int] | None = None) -> NormalisationReport:
+              seen: set[bytes] | None = None) -> NormalisationReport:
     """Stream `rows` (raw feed dicts) into run_dir/{acteurs,propositions,labels,acteur_services}.tsv.
 
     Rows are numbered from `first_row_number` (a part of a feed normalised on its own starts
-    elsewhere); `seen` collects the hashes of the identifiant_unique written (duplicates are
+    elsewhere); `seen` collects the digests of the identifiant_unique written (duplicates are
     counted against it). Raises ConfigurationError (before reading any row) when the
     declaration or its mapping targets codes absent from `reference`, or when the format needs
     context the run lacks (a nomenclature). Never raises because of a row's content.

@@ -9,6 +9,7 @@ the cheap compiled-regex rules of `rules`.
 from __future__ import annotations
 
 from collections import Counter
+from hashlib import blake2b
 from typing import Any
 
 from qfdmo.carte_db.run_files import NULL, RunFileWriter
@@ -60,11 +61,11 @@ def _identifier(row: dict[str, Any]) -> object:
 
 
 class RowNormaliser:
-    """Normalises the rows of one run into `out`, counting in `report`; `seen` holds the hashes of
+    """Normalises the rows of one run into `out`, counting in `report`; `seen` holds the digests of
     the identifiant_unique written (shared across the parts of a feed to count duplicates)."""
 
     def __init__(self, declaration: SourceDeclaration, reference: ReferenceCodesLike, mapping: ProductMapping,
-                 context: NormalisationContext, report: NormalisationReport, seen: set[int],
+                 context: NormalisationContext, report: NormalisationReport, seen: set[bytes],
                  out: RunFileWriter) -> None:
         feed = feed_format(declaration.format)
         self.declaration = declaration
@@ -230,7 +231,9 @@ class RowNormaliser:
             if len(identifiant_unique) > MAX_ID:
                 report.reject("identifiant too long", row_number, identifiant_externe, identifiant_unique)
                 continue
-            digest = hash(identifiant_unique)
+            # A stable digest, not hash(): the parts of a feed are normalised by separate
+            # interpreters whose string hashes differ.
+            digest = blake2b(identifiant_unique.encode(), digest_size=8).digest()
             if digest in seen:
                 report.duplicates += 1
             else:
