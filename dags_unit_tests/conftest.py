@@ -77,6 +77,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.unit)
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Under `--dist loadgroup`, each xdist worker must have tagged its grouped tests (node id
+    suffix `@group`), or xdist spreads a group over both workers and each starts its own Airflow:
+    pytest 9.2 silently broke that (pytest-xdist#1386)."""
+    if not getattr(session.config.option, "loadgroup", False):
+        return
+    for item in session.items:
+        marker = item.get_closest_marker("xdist_group")
+        if marker is not None and not item.nodeid.endswith(f"@{marker.args[0]}"):
+            raise pytest.UsageError(
+                f"--dist loadgroup did not group {item.nodeid} (pytest/pytest-xdist versions that do not "
+                "work together, see dev-requirements.in)")
+
+
 @pytest.fixture(scope="session")
 def test_stack() -> Stack:
     config = StackConfig.throwaway("qfdmo-test-stack-")

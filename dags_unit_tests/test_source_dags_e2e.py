@@ -58,11 +58,16 @@ def dags_test(stack, dag_id: str, conf: dict, env: dict[str, str] | None = None)
     return report
 
 
+# The acteurs a source's feed made (identifiant_unique = <source code>_<partner id>): other tests of
+# the shared stack add acteurs of their own under the same sources.
+FROM_FEED = "starts_with(a.identifiant_unique, s.code || '_')"
+
+
 def _acteurs(dsn: str, source_codes: tuple[str, ...]) -> dict[str, str]:
     with psycopg.connect(dsn) as conn:
         rows = conn.execute(
             "SELECT a.identifiant_unique, a.statut FROM qfdmo_acteur a JOIN qfdmo_source s ON s.id = a.source_id "
-            "WHERE s.code = ANY(%s)",
+            f"WHERE s.code = ANY(%s) AND {FROM_FEED}",
             (list(source_codes),),
         ).fetchall()
     return dict(rows)
@@ -192,8 +197,9 @@ def _radius_search_is_in_metres(dsn: str) -> None:
     what a great-circle distance computed here finds (the feed's points lie within 3 km of Grenoble)."""
     with psycopg.connect(dsn) as conn:
         points = conn.execute(
-            "SELECT identifiant_unique, ST_Y(location::geometry), ST_X(location::geometry) FROM qfdmo_acteur"
-            " WHERE location IS NOT NULL"
+            "SELECT identifiant_unique, ST_Y(location::geometry), ST_X(location::geometry) FROM qfdmo_acteur a"
+            f" JOIN qfdmo_source s ON s.id = a.source_id WHERE s.code = 'refashion' AND {FROM_FEED}"
+            " AND location IS NOT NULL"
         ).fetchall()
         center_lat, center_lon = 45.181, 5.721
 
