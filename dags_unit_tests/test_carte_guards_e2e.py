@@ -1,22 +1,33 @@
-"""The guards of compute_acteurs and export_opendata through the test stack's running scheduler, a
-person answering the approval form through the REST API as the UI does (under `dags test` a
-human-in-the-loop task waits forever): the displayed acteurs would fall by more than
-max_drop_share, or the export has far fewer rows than the file published last; Reject → nothing
-swapped / published, the webapp's tables and the public file exactly as they were; Approve →
+"""compute_acteurs and export_opendata end to end through the test stack's running scheduler: new
+acteurs reach qfdmo_displayedacteur with their public uuid, the CSV and its schema reach the bucket,
+public; then their guards, a person answering the approval form through the REST API as the UI does
+(under `dags test` a human-in-the-loop task waits forever): the displayed acteurs would fall by more
+than max_drop_share, or the export has far fewer rows than the file published last; Reject →
+nothing swapped / published, the webapp's tables and the public file exactly as they were; Approve →
 swapped / published."""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+
 import boto3
 import psycopg
+import shortuuid
 from fakes.carte_rows import CarteRows
-from qfdmo.carte.opendata import COLUMN_NAMES, CURRENT_KEY
+from qfdmo.carte.opendata import COLUMN_NAMES, CURRENT_KEY, SCHEMA_KEY
 from stack_runs import answer_approval, report_of, set_paused, succeeded, task_state, trigger, wait_idle
 
 from devstack.config import S3_DEV_KEY_ID, S3_DEV_KEY_SECRET
 
 PREFIX = "guard_e2e_"
 GONE = [f"{PREFIX}{i}" for i in range(3)]
+# New acteurs that stay, on a source no source DAG of this stack ingests (a run of theirs would
+# deactivate them).
+SHOWN = ["e2e_carte_un", "e2e_carte_deux"]
+SHOWN_SOURCE = "ecodds"
+EXPORTED = "e2e_opendata"
 
 
 def _displayed_snapshot(conn: psycopg.Connection) -> list[tuple]:
@@ -47,11 +58,22 @@ def test_compute_acteurs_guard_rejected_then_approved(airflow_stack):
         for identifiant in GONE:
             rows.acteur(identifiant, source="valdelia")
             rows.proposition(identifiant, "reparer", ["ecran"])
+        for identifiant in SHOWN:
+            rows.acteur(identifiant, source=SHOWN_SOURCE)
+            rows.proposition(identifiant, "reparer", ["ecran"])
     try:
         # The starting carte, ours on it (no guard: whatever earlier tests changed); then whatever
         # the unpause started (queued asset events) has settled too.
         setup = trigger(stack, dag_id, {"max_drop_share": 1})
         assert succeeded(stack, dag_id, setup)
+        report = report_of(stack, dag_id, setup)
+        assert report["outcome"] == "swapped"
+        assert report["rows_after"]["qfdmo_displayedacteur"] >= len(SHOWN) + len(GONE)
+        assert report["statistics"]["displayed_by_source"][SHOWN_SOURCE] == len(SHOWN)
+        with psycopg.connect(dsn) as conn:
+            shown = dict(conn.execute("SELECT identifiant_unique, uuid FROM qfdmo_displayedacteur"
+                                      " WHERE identifiant_unique = ANY(%s)", (SHOWN,)).fetchall())
+        assert shown == {name: shortuuid.uuid(name=name) for name in SHOWN}  # the public uuid
         wait_idle(stack, dag_id)
         with psycopg.connect(dsn, autocommit=True) as conn:
             before = _displayed_snapshot(conn)
@@ -87,6 +109,10 @@ def test_export_opendata_guard_rejected_then_approved(airflow_stack):
     s3.put_object(Bucket=bucket, Key=CURRENT_KEY, Body=b"last week\n", Metadata={"rows": "1000000"})
     published = s3.head_object(Bucket=bucket, Key=CURRENT_KEY)
     conf = {"bucket": bucket, "approval_timeout": 600}
+    with psycopg.connect(stack.carte_dsn, autocommit=True) as conn:
+        rows = CarteRows(conn)
+        rows.acteur(EXPORTED, source=SHOWN_SOURCE)
+        rows.proposition(EXPORTED, "reparer", ["ecran"])
     try:
         rejected, form, report = _run(stack, dag_id, conf, "Reject")
         assert "instead of 1000000 last time" in form["body"]
@@ -98,9 +124,14 @@ def test_export_opendata_guard_rejected_then_approved(airflow_stack):
         _, _, report = _run(stack, dag_id, conf, "Approve")
         assert report["outcome"] == "published"
         current = s3.get_object(Bucket=bucket, Key=CURRENT_KEY)
-        header = current["Body"].read().decode("utf-8").splitlines()[0]
-        assert header == ",".join(COLUMN_NAMES)
-        assert current["Metadata"]["rows"] == str(report["export"]["rows"])
+        table = list(csv.reader(io.StringIO(current["Body"].read().decode("utf-8"))))
+        assert tuple(table[0]) == COLUMN_NAMES
+        assert current["Metadata"]["rows"] == str(report["export"]["rows"]) == str(len(table) - 1)
+        assert shortuuid.uuid(name=EXPORTED) in {row[0] for row in table[1:]}  # its public uuid
+        schema = json.loads(s3.get_object(Bucket=bucket, Key=SCHEMA_KEY)["Body"].read())
+        assert [f["name"] for f in schema["fields"]] == list(COLUMN_NAMES)
+        grants = s3.get_object_acl(Bucket=bucket, Key=CURRENT_KEY)["Grants"]
+        assert any(g["Grantee"].get("URI", "").endswith("AllUsers") and g["Permission"] == "READ" for g in grants)
         archives = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="acteurs/archives/")["Contents"]]
         assert archives == [report["publish"]["archive"]]
     finally:

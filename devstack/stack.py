@@ -80,6 +80,16 @@ class Stack:
         self.with_airflow = True
         self._start_airflow()
 
+    def stop_airflow(self) -> None:
+        """Stop Airflow (with the broker and workers of a Celery stack), keeping PostgreSQL and S3 and
+        every state: a test session done with its Airflow tests stops paying for idle schedulers;
+        `start_airflow` brings it back on the same ports and databases."""
+        names = {*AIRFLOW_COMPONENTS, *self.worker_names(), "broker"}
+        for child in [c for c in reversed(self.group.children) if c.name in names]:
+            self.group.kill(child)
+        self.with_airflow = False
+        self._record_children()
+
     def _start_storage(self) -> None:
         started = time.monotonic()
         self.postgres.start(self.group)
