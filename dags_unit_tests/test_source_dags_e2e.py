@@ -3,9 +3,10 @@ the test stack, against the fake portals and the stack's carte DB.
 
 What is proved here, and only here: the task graph as Airflow runs it (the fast-path short-circuit,
 the approval, the teardown, the asset event), and each format once through a DAG. The scenarios
-that do not depend on Airflow (unchanged re-run, truncated feed, revision kept, for every format)
-run on the plain steps in test_pipeline_steps.py, seconds each. The other formats run side by side
-through the scheduler (several DAGs at once) rather than one `dags test` after another.
+that do not depend on Airflow (unchanged re-run, changed feed, truncated feed, revision kept, for
+every format) run on the plain steps in test_pipeline_steps.py, seconds each; through a DAG, the
+changed feed once (refashion). The other formats run side by side through the scheduler (several
+DAGs at once) rather than one `dags test` after another.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from fakes import DATASETS, fixture_rows, serve_fixtures
+from fakes import fixture_rows, serve_fixtures
 from fakes.feed_server import FeedServer
 from stack_runs import api, finished, task_state
 
@@ -400,17 +401,3 @@ def test_other_formats_and_a_failed_run_through_the_scheduler(airflow_stack, fee
     assert _carte_events(airflow_stack, failing, run_id) == []
     assert _kept(dsn, failing, run_id) == ["not applied: failed at download"]
 
-    # Changed feeds: the partners rename their points.
-    for dataset, _, name, *_ in FORMATS.values():
-        rows = fixture_rows(DATASETS[dataset])
-        for row in rows:
-            if isinstance(row.get(name), str) and row[name].strip():
-                row[name] += " (nouveau nom)"
-        feeds.set_dataset(dataset, rows)
-    changed = _run_all(airflow_stack, confs)
-    for dag_id, (run_id, state) in changed.items():
-        report = _report(airflow_stack, dag_id, run_id)
-        assert state == "success" and report["outcome"] == "applied", (dag_id, report)
-        assert report["counts"]["changed"] >= 1 and report["counts"]["new"] == 0, (dag_id, report["counts"])
-        assert report["counts"]["rows_written"] > 0
-        assert len(_carte_events(airflow_stack, dag_id, run_id)) == 1
