@@ -5,8 +5,10 @@ circulaire », published to the open-data bucket.
                               └─> request_approval ─┘
 
 - `build`: `dbt build --select +opendata_acteur` (the model and everything it reads, with tests).
-- `export`: COPY of the model to `$QFDMO_DATA_DIR/runs/export_opendata/<run_id>/acteurs.csv`
-  (UTF-8, comma, header, the 44 columns in order, ordered by identifiant).
+- `export`: COPY of the model (UTF-8, comma, header, the 44 columns in order, ordered by
+  identifiant) on the task's scratch disk, streamed gzip-compressed to the run's data in S3
+  (`s3runs`: `runs/export_opendata/<run_id>/acteurs.csv.gz`), so that `check` and `publish` may run
+  on any machine; removed by `report` once the run is settled (a failed run's copy is kept).
 - `check`: header and column count of every row; fewer rows than `min_rows_share` of the file
   published last asks a person (Reject by default at the timeout: nothing is published).
 - `publish`: through the `s3data` connection, to bucket `qfdmo-opendata`: a timestamped copy under
@@ -20,10 +22,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from airflow.sdk import CronTriggerTimetable, Param, TriggerRule, dag, task
-from qfdmo.airflow.source_tasks import DECISION_KEY, SourceApprovalOperator, carte_dsn, fail, run_dir
+from qfdmo.airflow.source_tasks import DECISION_KEY, SourceApprovalOperator, carte_dsn, fail, run_data
 
 BUILD, EXPORT, CHECK, APPROVAL, PUBLISH, REPORT = (
     "build", "export", "check", "request_approval", "publish", "report")
+EXPORT_FILE = "acteurs.csv"  # in the run's data (S3)
 S3_CONN_ID = "s3data"
 
 
@@ -66,25 +69,32 @@ def export_opendata() -> None:
 
     @task(task_id=EXPORT)
     def export(built: dict[str, Any], **context: Any) -> dict[str, Any]:
+        import shutil
+
         from qfdmo.carte.opendata import export_csv
+        from qfdmo.pipeline import scratch_dir
 
         started = datetime.now()
-        done = export_csv(carte_dsn(), run_dir(context) / "acteurs.csv")
-        return {"path": str(done.path), "rows": done.rows, "bytes": done.bytes,
+        data = run_data(context)
+        with scratch_dir() as scratch:
+            done = export_csv(carte_dsn(), scratch / EXPORT_FILE)
+            with done.path.open("rb") as exported, data.writer(EXPORT_FILE) as upload:
+                shutil.copyfileobj(exported, upload, 1 << 20)
+        return {"location": f"{data.location}{EXPORT_FILE}", "rows": done.rows, "bytes": done.bytes,
                 "seconds": (datetime.now() - started).total_seconds()}
 
     @task.branch(task_id=CHECK)
     def check(exported: dict[str, Any], **context: Any) -> str:
-        from pathlib import Path
-
         from qfdmo.carte.opendata import OpenDataCheckError, check_csv, previous_rows
+        from qfdmo.pipeline import scratch_dir
 
-        try:
-            verdict = check_csv(Path(exported["path"]),
-                                previous_rows(_s3_client(), context["params"]["bucket"]),
-                                float(context["params"]["min_rows_share"]))
-        except OpenDataCheckError as exc:
-            fail(str(exc))
+        with scratch_dir() as scratch:
+            try:
+                verdict = check_csv(run_data(context).local_copy(EXPORT_FILE, scratch),
+                                    previous_rows(_s3_client(), context["params"]["bucket"]),
+                                    float(context["params"]["min_rows_share"]))
+            except OpenDataCheckError as exc:
+                fail(str(exc))
         print(verdict)
         context["ti"].xcom_push(key="verdict", value=verdict)
         return APPROVAL if verdict["needs_approval"] else PUBLISH
@@ -101,19 +111,18 @@ def export_opendata() -> None:
 
     @task(task_id=PUBLISH, trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
     def publish(**context: Any) -> dict[str, Any]:
-        from pathlib import Path
-
         from qfdmo.carte.opendata import Export
         from qfdmo.carte.opendata import publish as publish_file
+        from qfdmo.pipeline import scratch_dir
 
         exported = context["ti"].xcom_pull(task_ids=EXPORT)
-        export_file = Export(path=Path(exported["path"]), rows=exported["rows"], bytes=exported["bytes"])
-        return publish_file(_s3_client(), export_file, bucket=context["params"]["bucket"])
+        with scratch_dir() as scratch:
+            path = run_data(context).local_copy(EXPORT_FILE, scratch)
+            export_file = Export(path=path, rows=exported["rows"], bytes=exported["bytes"])
+            return publish_file(_s3_client(), export_file, bucket=context["params"]["bucket"])
 
     @task(task_id=REPORT, trigger_rule=TriggerRule.ALL_DONE, retries=0)
     def report(**context: Any) -> dict[str, Any]:
-        import shutil
-
         from qfdmo.pipeline import report_path, write_report
 
         ti = context["ti"]
@@ -128,7 +137,7 @@ def export_opendata() -> None:
         print(run_report)
         print(f"Run report written to {path}")
         if outcome != "not published: failed":
-            shutil.rmtree(run_dir(context), ignore_errors=True)  # a failed run's file helps debugging
+            run_data(context).delete()  # a failed run's file is kept: it helps debugging
         else:
             fail("export_opendata: not published (a step failed, see above); the published file is unchanged")
         return run_report

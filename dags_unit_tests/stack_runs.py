@@ -162,8 +162,14 @@ def task_state(stack, dag_id: str, run_id: str, task_id: str) -> str | None:
 def answer_approval(stack, dag_id: str, run_id: str, choice: str, task_id: str = "request_approval") -> dict:
     """Answers the approval form once it is up and the scheduler is done with the paused task, as
     a person would; returns the form (subject, body) as the person saw it."""
-    wait_until(lambda: task_state(stack, dag_id, run_id, task_id) == "awaiting_input",
-               f"the approval request of {dag_id} {run_id}", 600, interval=1)
+    def asked() -> bool:
+        if task_state(stack, dag_id, run_id, task_id) == "awaiting_input":
+            return True
+        if run_state(stack, dag_id, run_id) in FINISHED:  # it will never ask: fail now, with why
+            raise AssertionError(f"{dag_id} {run_id} ended without asking: {failure_report(stack, dag_id, run_id)}")
+        return False
+
+    wait_until(asked, f"the approval request of {dag_id} {run_id}", 600, interval=1)
     hitl = f"/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}/taskInstances/{task_id}/-1/hitlDetails"
     form = api(stack, "GET", hitl)
     # An answer that re-queues the task before the scheduler has consumed the pausing workload's

@@ -17,9 +17,10 @@ import psycopg
 import shortuuid
 from fakes.carte_rows import CarteRows
 from qfdmo.carte.opendata import COLUMN_NAMES, CURRENT_KEY, SCHEMA_KEY
+from qfdmo.pipeline.paths import safe_name
 from stack_runs import answer_approval, report_of, set_paused, succeeded, task_state, trigger, wait_idle
 
-from devstack.config import S3_DEV_KEY_ID, S3_DEV_KEY_SECRET
+from devstack.config import RUNS_BUCKET, S3_DEV_KEY_ID, S3_DEV_KEY_SECRET
 
 PREFIX = "guard_e2e_"
 GONE = [f"{PREFIX}{i}" for i in range(3)]
@@ -121,8 +122,12 @@ def test_export_opendata_guard_rejected_then_approved(airflow_stack):
         assert s3.head_object(Bucket=bucket, Key=CURRENT_KEY)["ETag"] == published["ETag"]
         assert "Contents" not in s3.list_objects_v2(Bucket=bucket, Prefix="acteurs/archives/")
 
-        _, _, report = _run(stack, dag_id, conf, "Approve")
+        approved, _, report = _run(stack, dag_id, conf, "Approve")
         assert report["outcome"] == "published"
+        # The file went from task to task through the run's data in S3, removed once published.
+        assert report["export"]["location"].endswith(f"/export_opendata/{safe_name(approved)}/acteurs.csv")
+        runs = stack.stack.s3.client().list_objects_v2(Bucket=RUNS_BUCKET, Prefix="runs/export_opendata/")
+        assert not [o["Key"] for o in runs.get("Contents", []) if safe_name(approved) in o["Key"]]
         current = s3.get_object(Bucket=bucket, Key=CURRENT_KEY)
         table = list(csv.reader(io.StringIO(current["Body"].read().decode("utf-8"))))
         assert tuple(table[0]) == COLUMN_NAMES
