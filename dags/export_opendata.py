@@ -8,7 +8,8 @@ circulaire », published to the open-data bucket.
 - `export`: COPY of the model (UTF-8, comma, header, the 44 columns in order, ordered by
   identifiant) on the task's scratch disk, streamed gzip-compressed to the run's data in S3
   (`s3runs`: `runs/export_opendata/<run_id>/acteurs.csv.gz`), so that `check` and `publish` may run
-  on any machine; removed by `report` once the run is settled (a failed run's copy is kept).
+  on any machine; removed by `report` once the run is settled (a failed run's copy is kept
+  QFDMO_FAILED_RUN_RETENTION_DAYS days, like a source run's data).
 - `check`: header and column count of every row; fewer rows than `min_rows_share` of the file
   published last asks a person (Reject by default at the timeout: nothing is published).
 - `publish`: through the `s3data` connection, to bucket `qfdmo-opendata`: a timestamped copy under
@@ -137,8 +138,17 @@ def export_opendata() -> None:
         print(run_report)
         print(f"Run report written to {path}")
         if outcome != "not published: failed":
-            run_data(context).delete()  # a failed run's file is kept: it helps debugging
+            run_data(context).delete()
         else:
+            # A failed run's file is kept for diagnosis, QFDMO_FAILED_RUN_RETENTION_DAYS days, like a
+            # source run's data: recorded in qfdmo_platform.kept_run, swept by a later source cleanup.
+            import psycopg
+            from qfdmo.pipeline import retention
+            from qfdmo.settings import settings
+
+            with psycopg.connect(carte_dsn()) as conn:
+                retention.keep(conn, run_data(context), context["dag"].dag_id, context["run_id"], outcome,
+                               settings().failed_run_retention_days)
             fail("export_opendata: not published (a step failed, see above); the published file is unchanged")
         return run_report
 
