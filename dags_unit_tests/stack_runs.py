@@ -10,6 +10,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -154,6 +155,21 @@ def _log_lines(content: Any) -> list[str]:
     return lines
 
 
+def wait_while_running(stack, dag_id: str, run_id: str, condition: Callable[[], object], what: str,
+                       timeout: float = 600, interval: float = 1) -> None:
+    """Waits for `condition` while the run goes on; a run that ends first (a task failed) fails the
+    test at once, with its failed tasks' logs, instead of after the whole timeout."""
+    def reached() -> bool:
+        if condition():
+            return True
+        if (state := run_state(stack, dag_id, run_id)) in FINISHED:
+            raise AssertionError(f"{dag_id} {run_id} ended ({state}) before {what}: "
+                                 f"{failure_report(stack, dag_id, run_id)}")
+        return False
+
+    wait_until(reached, what, timeout, interval=interval)
+
+
 def task_state(stack, dag_id: str, run_id: str, task_id: str) -> str | None:
     return api(stack, "GET", f"/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}/taskInstances/{task_id}").get(
         "state")
@@ -162,14 +178,8 @@ def task_state(stack, dag_id: str, run_id: str, task_id: str) -> str | None:
 def answer_approval(stack, dag_id: str, run_id: str, choice: str, task_id: str = "request_approval") -> dict:
     """Answers the approval form once it is up and the scheduler is done with the paused task, as
     a person would; returns the form (subject, body) as the person saw it."""
-    def asked() -> bool:
-        if task_state(stack, dag_id, run_id, task_id) == "awaiting_input":
-            return True
-        if run_state(stack, dag_id, run_id) in FINISHED:  # it will never ask: fail now, with why
-            raise AssertionError(f"{dag_id} {run_id} ended without asking: {failure_report(stack, dag_id, run_id)}")
-        return False
-
-    wait_until(asked, f"the approval request of {dag_id} {run_id}", 600, interval=1)
+    wait_while_running(stack, dag_id, run_id, lambda: task_state(stack, dag_id, run_id, task_id) == "awaiting_input",
+                       f"the approval request of {dag_id} {run_id}")
     hitl = f"/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}/taskInstances/{task_id}/-1/hitlDetails"
     form = api(stack, "GET", hitl)
     # An answer that re-queues the task before the scheduler has consumed the pausing workload's

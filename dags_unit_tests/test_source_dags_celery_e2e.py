@@ -24,10 +24,9 @@ import psycopg
 import pytest
 from fakes import fixture_rows
 from fakes.feed_server import FeedServer
-from stack_runs import failure_report
+from stack_runs import wait_while_running
 
 from devstack.config import RUNS_BUCKET
-from devstack.processes import wait_until
 
 SOURCE, DAG_ID, DATASET = "soren", "source_soren", "donnees-eo-soren"
 QUEUE = "default"  # Airflow's [operators] default_queue, the only queue the workers consume
@@ -84,20 +83,6 @@ def _report(s3, run_id: str) -> dict:
     return json.loads(s3.get_object(Bucket=RUNS_BUCKET, Key=key)["Body"].read())
 
 
-def _until_while_running(stack, run_id: str, condition, what: str) -> None:
-    """Waits for `condition`; a run that ends first (a task failed) fails the test at once, with its
-    tasks' states, instead of after the whole timeout."""
-    def reached() -> bool:
-        if condition():
-            return True
-        state = stack.run_state(DAG_ID, run_id)
-        if state in ("success", "failed"):
-            raise AssertionError(f"the run ended ({state}) before {what}: {failure_report(stack, DAG_ID, run_id)}")
-        return False
-
-    wait_until(reached, what, 600, interval=0.3)
-
-
 def _run_across(stack, url: str, first: str, second: str) -> str:
     """One run: download and check_feed on `first`, normalise to apply on `second`, the rest on `first`."""
     from qfdmo.carte_db.run_tables import lock_key
@@ -109,11 +94,11 @@ def _run_across(stack, url: str, first: str, second: str) -> str:
             with locks.transaction():
                 locks.execute("LOCK TABLE qfdmo_source IN ACCESS EXCLUSIVE MODE")
                 run_id = stack.trigger(DAG_ID, {"endpoint_url": url})
-                _until_while_running(stack, run_id, lambda: _waiting(dsn, "relation = 'qfdmo_source'::regclass"),
-                                     "check_feed to wait for qfdmo_source")
+                wait_while_running(stack, DAG_ID, run_id, lambda: _waiting(dsn, "relation = 'qfdmo_source'::regclass"),
+                                   "check_feed to wait for qfdmo_source", interval=0.3)
                 move(second)
-            _until_while_running(stack, run_id, lambda: _waiting(dsn, "locktype = 'advisory'"),
-                                 "apply to wait for its lock")
+            wait_while_running(stack, DAG_ID, run_id, lambda: _waiting(dsn, "locktype = 'advisory'"),
+                               "apply to wait for its lock", interval=0.3)
             move(first)
         finally:
             locks.execute("SELECT pg_advisory_unlock(%s)", (lock_key([SOURCE]),))
