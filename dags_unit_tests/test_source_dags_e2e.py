@@ -22,7 +22,7 @@ import psycopg
 import pytest
 from fakes import fixture_rows, serve_fixtures
 from fakes.feed_server import FeedServer
-from stack_runs import api, finished, task_state
+from stack_runs import answer_approval, api, finished, task_state
 
 from devstack.config import RUNS_BUCKET
 from devstack.processes import wait_until
@@ -283,23 +283,6 @@ def _load_directly(dsn: str, code: str, url: str, work: Path) -> None:
     finish("e2e_setup", dsn, data, settled=True)
 
 
-def _answer_when_asked(stack, dag_id: str, run_id: str, choice: str) -> None:
-    """Answer the approval form once it is up and the scheduler is done with the paused task."""
-    wait_until(lambda: task_state(stack, dag_id, run_id, "request_approval") == "awaiting_input",
-               "the approval request", 600, interval=1)
-    hitl = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/request_approval/-1/hitlDetails"
-    assert "would be set **SUPPRIME**" in api(stack, "GET", hitl)["body"]
-    # An answer that re-queues the task before the scheduler has consumed the pausing workload's
-    # "success" event makes Airflow 3.3 take that stale event for the new attempt and fail the task.
-    # The scheduler logs "TaskInstance Finished" for the task once it has popped that event from its
-    # buffer (holding the row lock until it commits): wait for that state, as a person would come later.
-    scheduler_log = stack.stack.config.state_dir / "logs" / "scheduler.log"
-    consumed = f"TaskInstance Finished: dag_id={dag_id}, task_id=request_approval, run_id={run_id},"
-    wait_until(lambda: consumed in scheduler_log.read_text(errors="replace"),
-               "the scheduler to consume the paused workload's event", 120, interval=1)
-    api(stack, "PATCH", hitl, {"chosen_options": [choice]})
-
-
 def test_large_deactivation_waits_for_a_human(airflow_stack, feeds, tmp_path):
     """Half of refashion's points vanish: a timed-out run applies nothing; an approved one applies."""
     dag_id = "source_refashion"
@@ -323,7 +306,8 @@ def test_large_deactivation_waits_for_a_human(airflow_stack, feeds, tmp_path):
     # 2. A human approves through the HITL API (a Reject through the same operator is proved for
     # compute_acteurs and export_opendata in test_carte_guards_e2e.py: it applies nothing, as above).
     run_id = _trigger(airflow_stack, dag_id, {"endpoint_url": url, "approval_timeout": 600})
-    _answer_when_asked(airflow_stack, dag_id, run_id, "Approve")
+    form = answer_approval(airflow_stack, dag_id, run_id, "Approve")
+    assert "would be set **SUPPRIME**" in form["body"]
     assert finished(airflow_stack, dag_id, run_id) == "success"
     report = _report(airflow_stack, dag_id, run_id)
     assert report["outcome"] == "applied" and report["guard"]["approval"]["responded_by"]
