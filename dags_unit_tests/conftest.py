@@ -229,15 +229,11 @@ class AirflowStack:
             return json.load(response)["access_token"]
 
     def api(self, method: str, path: str, body: dict | None = None) -> dict:
-        """Calls the REST API (/api/v2/...) with a fresh token; returns the decoded JSON."""
-        request = urllib.request.Request(
-            f"{self.api_url}{path}", method=method,
-            data=None if body is None else json.dumps(body).encode(),
-            headers={"Authorization": f"Bearer {self.token()}", "Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            raw = response.read()
-        return json.loads(raw) if raw else {}
+        """Calls the REST API (/api/v2/...); returns the decoded JSON (stack_runs.api: one token per
+        stack, a busy api-server retried)."""
+        from stack_runs import api
+
+        return api(self, method, path.removeprefix("/api/v2"), body)
 
 
 @pytest.fixture(scope="session")

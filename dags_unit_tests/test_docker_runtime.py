@@ -49,7 +49,7 @@ def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None
             return
         if proc is not None and proc.poll() is not None:
             raise AssertionError(f"{what}: the entrypoint exited with {proc.returncode}")
-        time.sleep(1)
+        time.sleep(0.25)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 

@@ -149,7 +149,7 @@ def test_delay_from_upload_to_parsed_dag(airflow_stack, bucket, tmp_path):
                 if error.code != 404:
                     raise
             assert time.monotonic() < deadline, f"{dag_id} with tag {tag} never showed up"
-            time.sleep(1)
+            time.sleep(0.25)
         parsed = time.monotonic()
         return {
             "sync_s": round(synced_at - uploaded, 1),

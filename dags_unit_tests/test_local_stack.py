@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import urllib.error
 
 import pytest
 
@@ -38,21 +39,40 @@ def _dag_ids(airflow_stack) -> set[str]:
     return {dag["dag_id"] for dag in airflow_stack.airflow_json("dags", "list")}
 
 
+def _import_error_files(airflow_stack) -> set[str]:
+    """What the dag-processor recorded, through the REST API: the waits poll this (a CLI call
+    imports all of Airflow, seconds of CPU each); the CLI is then asked once what it shows."""
+    errors = airflow_stack.api("GET", "/api/v2/importErrors")["import_errors"]
+    return {error["filename"] for error in errors}
+
+
+def _dag_parsed(airflow_stack, dag_id: str) -> bool:
+    try:
+        return bool(airflow_stack.api("GET", f"/api/v2/dags/{dag_id}"))
+    except urllib.error.HTTPError:
+        return False
+
+
 def test_broken_dag_file_is_listed_while_the_platform_keeps_running(airflow_stack):
     # The dag-processor has parsed the real DAGs, without any import error.
-    wait_until(lambda: "download_dags_from_s3" in _dag_ids(airflow_stack), "the DAGs to be parsed", 120, interval=2)
+    wait_until(lambda: _dag_parsed(airflow_stack, "download_dags_from_s3"), "the DAGs to be parsed", 120,
+               interval=0.3)
+    assert "download_dags_from_s3" in _dag_ids(airflow_stack)
     assert _import_errors(airflow_stack) == []
 
     broken = airflow_stack.dags_folder / "broken_example_dag.py"
     broken.write_text("from airflow.sdk import dag\n\nthis is not python\n")
     try:
-        errors = wait_until(lambda: _import_errors(airflow_stack), "the import error", 90, interval=2)
+        wait_until(lambda: any(f.endswith("broken_example_dag.py") for f in _import_error_files(airflow_stack)),
+                   "the import error", 90, interval=0.3)
+        errors = _import_errors(airflow_stack)
         assert any("broken_example_dag.py" in error["filepath"] for error in errors), errors
         assert "download_dags_from_s3" in _dag_ids(airflow_stack)
         assert airflow_stack.stack.healthy()
     finally:
         broken.unlink()
-    wait_until(lambda: _import_errors(airflow_stack) == [], "the import error to clear", 90, interval=2)
+    wait_until(lambda: not _import_error_files(airflow_stack), "the import error to clear", 90, interval=0.3)
+    assert _import_errors(airflow_stack) == []
 
 
 def test_busy_port_gives_a_clear_message_and_starts_nothing(tmp_path):

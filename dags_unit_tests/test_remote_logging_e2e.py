@@ -64,7 +64,7 @@ def wait_until(predicate, timeout: float, what: str):
         value = predicate()
         if value:
             return value
-        time.sleep(1)
+        time.sleep(0.25)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 

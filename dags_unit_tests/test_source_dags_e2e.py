@@ -238,7 +238,7 @@ def _trigger(stack, dag_id: str, conf: dict) -> str:
         except urllib.error.HTTPError:
             return None
 
-    wait_until(dag_known, f"{dag_id} to be parsed", 120, interval=1)
+    wait_until(dag_known, f"{dag_id} to be parsed", 120, interval=0.3)
     api(stack, "PATCH", f"/dags/{dag_id}", {"is_paused": False})
     run = api(stack, "POST", f"/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf})
     return run["dag_run_id"]
@@ -354,7 +354,7 @@ def _carte_recomputed_by_the_asset(stack, dsn: str) -> None:
                 " (SELECT id FROM qfdmo_source WHERE code = 'cma_reparacteur')")}
         return displayed or None
 
-    displayed = wait_until(settled, "compute_acteurs to put the applied acteurs on the carte", 600, interval=3)
+    displayed = wait_until(settled, "compute_acteurs to put the applied acteurs on the carte", 600, interval=0.5)
     api(stack, "PATCH", "/dags/compute_acteurs", {"is_paused": True})
     assert displayed <= applied, sorted(displayed - applied)[:5]
 
