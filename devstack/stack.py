@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -136,25 +135,9 @@ class Stack:
         for name in self.worker_names():
             self._spawn_worker(name, env)
         self._record_children()
-        warm_up = threading.Thread(target=self._warm_execution_api, name="warm-execution-api", daemon=True)
-        warm_up.start()
         wait_until(self.healthy, "every Airflow component to report healthy", timeout=120, group=self.group)
         self.wait_for_workers(self.worker_names())
-        warm_up.join(timeout=60)
         self._timed("airflow_healthy", started)
-
-    def _warm_execution_api(self) -> None:
-        """The api-server builds its execution API (what every task talks to) on the first request
-        to it, several seconds that the first task of a new stack would otherwise wait (the health
-        endpoint polled below is another app). Sent while the other components come up."""
-        url = f"{self.config.api_url}/execution/health"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                http_get(url, timeout=60)
-                return
-            except OSError:  # not listening yet
-                time.sleep(0.2)
 
     @property
     def _migration_log(self) -> Path:
