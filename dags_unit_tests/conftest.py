@@ -16,13 +16,17 @@ Each test is marked by kind from the fixtures it uses: `e2e` (the Airflow stack)
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import itertools
 import json
 import os
 import shutil
 import signal
 import subprocess
+import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -236,18 +240,37 @@ class AirflowStack:
         return api(self, method, path.removeprefix("/api/v2"), body)
 
 
+@contextlib.contextmanager
+def _starting_alone(tmp_path_factory: pytest.TempPathFactory, defer: float = 0.0) -> Iterator[None]:
+    """One stack starts at a time across the xdist workers (a lock in the run's shared temp
+    folder): two Airflows starting side by side on two cores each take about twice as long as one
+    alone. The LocalExecutor stack's group is the suite's critical path, so the Celery stack lets it
+    go first (`defer`)."""
+    time.sleep(defer)
+    lock = tmp_path_factory.getbasetemp().parent / "qfdmo-stack-start.lock"
+    with lock.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session")
-def airflow_stack(test_stack) -> AirflowStack:
-    if not test_stack.with_airflow:
-        test_stack.start_airflow()
+def airflow_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AirflowStack:
+    with _starting_alone(tmp_path_factory):
+        test_stack = request.getfixturevalue("test_stack")
+        if not test_stack.with_airflow:
+            test_stack.start_airflow()
     return AirflowStack(test_stack)
 
 
 @pytest.fixture(scope="session")
-def celery_stack_session():
+def celery_stack_session(tmp_path_factory: pytest.TempPathFactory):
     from celery_bed import CeleryStack, start_celery_stack
 
-    stack, state_dir = start_celery_stack()
+    with _starting_alone(tmp_path_factory, defer=3.0):
+        stack, state_dir = start_celery_stack()
     print(f"celery_stack started: {stack.timings}")
     _session_stacks["celery"] = stack
     yield CeleryStack(stack)
