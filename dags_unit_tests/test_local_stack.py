@@ -58,7 +58,7 @@ def test_broken_dag_file_is_listed_while_the_platform_keeps_running(airflow_stac
     wait_until(lambda: _dag_parsed(airflow_stack, "download_dags_from_s3"), "the DAGs to be parsed", 120,
                interval=0.3)
     assert "download_dags_from_s3" in _dag_ids(airflow_stack)
-    assert _import_errors(airflow_stack) == []
+    assert not _import_error_files(airflow_stack)
 
     broken = airflow_stack.dags_folder / "broken_example_dag.py"
     broken.write_text("from airflow.sdk import dag\n\nthis is not python\n")
@@ -67,7 +67,7 @@ def test_broken_dag_file_is_listed_while_the_platform_keeps_running(airflow_stac
                    "the import error", 90, interval=0.3)
         errors = _import_errors(airflow_stack)
         assert any("broken_example_dag.py" in error["filepath"] for error in errors), errors
-        assert "download_dags_from_s3" in _dag_ids(airflow_stack)
+        assert _dag_parsed(airflow_stack, "download_dags_from_s3")
         assert airflow_stack.stack.healthy()
     finally:
         broken.unlink()
