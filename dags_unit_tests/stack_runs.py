@@ -71,11 +71,12 @@ def dags_test(stack, dag_id: str, conf: dict | None = None, timeout: float = 900
 
 
 def set_paused(stack, dag_id: str, paused: bool) -> None:
-    wait_until(lambda: _known(stack, dag_id), f"{dag_id} to be parsed", 120, interval=0.3)
+    wait_until(lambda: dag_parsed(stack, dag_id), f"{dag_id} to be parsed", 120, interval=0.3)
     api(stack, "PATCH", f"/dags/{dag_id}", {"is_paused": paused})
 
 
-def _known(stack, dag_id: str) -> bool:
+def dag_parsed(stack, dag_id: str) -> bool:
+    """Whether the dag-processor has written the DAG (the REST API knows it)."""
     try:
         return bool(api(stack, "GET", f"/dags/{dag_id}"))
     except urllib.error.HTTPError:
@@ -89,7 +90,7 @@ def trigger(stack, dag_id: str, conf: dict) -> str:
     (catchup=False still runs the most recent one): a whole extra compute or export in a test. When
     that tick is due, the manual run takes its logical date, and the scheduler, finding a run there
     already, starts none for it."""
-    wait_until(lambda: _known(stack, dag_id), f"{dag_id} to be parsed", 120, interval=0.3)
+    wait_until(lambda: dag_parsed(stack, dag_id), f"{dag_id} to be parsed", 120, interval=0.3)
     dag = api(stack, "GET", f"/dags/{dag_id}")
     due = dag.get("next_dagrun_run_after")
     logical_date = dag.get("next_dagrun_logical_date") if due and _parse(due) <= datetime.now(UTC) else None
@@ -132,6 +133,15 @@ def succeeded(stack, dag_id: str, run_id: str, timeout: float = 600) -> bool:
     if finished(stack, dag_id, run_id, timeout) == "success":
         return True
     raise AssertionError(f"{dag_id} {run_id} failed: {failure_report(stack, dag_id, run_id)}")
+
+
+def run_to_success(stack, dag_id: str, conf: dict) -> tuple[str, dict[str, Any]]:
+    """One run through the scheduler that must succeed, the DAG paused again after it; returns the
+    run id and the report it wrote."""
+    run_id = trigger(stack, dag_id, conf)
+    assert succeeded(stack, dag_id, run_id)
+    set_paused(stack, dag_id, True)
+    return run_id, report_of(stack, dag_id, run_id)
 
 
 def failure_report(stack, dag_id: str, run_id: str) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import psycopg
 from fakes.carte_rows import CarteRows
-from stack_runs import report_of, runs_created_by_events, set_paused, succeeded, trigger, wait_idle
+from stack_runs import report_of, run_to_success, runs_created_by_events, set_paused, succeeded, trigger, wait_idle
 
 PREFIX = "dedup_e2e_"
 # Sources no other end-to-end test writes: the clustering is restricted to them, so what other tests
@@ -105,10 +105,7 @@ def _review_apply_recompute(stack, dsn: str) -> None:
 
     # Every run through the scheduler: a `bin/airflow dags test` run is several times slower (it
     # starts an execution API of its own); the CLI path is proved by the source and download e2e.
-    clustering_run = trigger(stack, "cluster_acteurs", {"sources": SOURCES})
-    assert succeeded(stack, "cluster_acteurs", clustering_run)
-    set_paused(stack, "cluster_acteurs", True)
-    clustering = report_of(stack, "cluster_acteurs", clustering_run)
+    _, clustering = run_to_success(stack, "cluster_acteurs", {"sources": SOURCES})
     assert (clustering["clusters"], clustering["suggestions_written"], clustering["kept_parents"]) == (3, 3, 1)
     with psycopg.connect(dsn, autocommit=True) as conn:
         found = _by_members(conn, clustering["cohorte_id"])
@@ -122,10 +119,7 @@ def _review_apply_recompute(stack, dsn: str) -> None:
 
     # compute_acteurs listens to the asset apply_suggestions emits: it must start by itself.
     # A scheduled DAG: `trigger` keeps its unpausing from adding a run.
-    applied_run = trigger(stack, "apply_suggestions", {})
-    assert succeeded(stack, "apply_suggestions", applied_run)
-    set_paused(stack, "apply_suggestions", True)
-    applied = report_of(stack, "apply_suggestions", applied_run)
+    applied_run, applied = run_to_success(stack, "apply_suggestions", {})
     assert (applied["picked"], applied["succes"], applied["erreur"]) == (2, 2, 0), applied
     assert list(applied["cohortes"].values()) == ["SUCCES"]
     [recomputed] = runs_created_by_events(stack, "apply_suggestions", applied_run, "compute_acteurs")
@@ -145,10 +139,6 @@ def _review_apply_recompute(stack, dsn: str) -> None:
                                   " WHERE identifiant_unique LIKE %s", (PREFIX + "%",)).fetchall())
     assert links[PREFIX + "a1"] == links[PREFIX + "a2"] == new_parent and links[PREFIX + "c3"] == PREFIX + "p_c"
 
-    # Again.
-    clustered = trigger(stack, "cluster_acteurs", {"sources": SOURCES})
-    assert succeeded(stack, "cluster_acteurs", clustered)
-    set_paused(stack, "cluster_acteurs", True)
-    again = report_of(stack, "cluster_acteurs", clustered)
+    _, again = run_to_success(stack, "cluster_acteurs", {"sources": SOURCES})
     assert again["clusters"] == 0 and again["merges_refused_rejected_before"] >= 1, again
     assert again["skipped_not_recomputed"] == 0 and again["cohorte_id"] is None

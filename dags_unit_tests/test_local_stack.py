@@ -6,9 +6,9 @@ import os
 import socket
 import subprocess
 import sys
-import urllib.error
 
 import pytest
+from stack_runs import dag_parsed
 
 from devstack import postgres as devstack_postgres
 from devstack.config import REPO_ROOT
@@ -46,16 +46,9 @@ def _import_error_files(airflow_stack) -> set[str]:
     return {error["filename"] for error in errors}
 
 
-def _dag_parsed(airflow_stack, dag_id: str) -> bool:
-    try:
-        return bool(airflow_stack.api("GET", f"/api/v2/dags/{dag_id}"))
-    except urllib.error.HTTPError:
-        return False
-
-
 def test_broken_dag_file_is_listed_while_the_platform_keeps_running(airflow_stack):
     # The dag-processor has parsed the real DAGs, without any import error.
-    wait_until(lambda: _dag_parsed(airflow_stack, "download_dags_from_s3"), "the DAGs to be parsed", 120,
+    wait_until(lambda: dag_parsed(airflow_stack, "download_dags_from_s3"), "the DAGs to be parsed", 120,
                interval=0.3)
     assert "download_dags_from_s3" in _dag_ids(airflow_stack)
     assert not _import_error_files(airflow_stack)
@@ -67,7 +60,7 @@ def test_broken_dag_file_is_listed_while_the_platform_keeps_running(airflow_stac
                    "the import error", 90, interval=0.3)
         errors = _import_errors(airflow_stack)
         assert any("broken_example_dag.py" in error["filepath"] for error in errors), errors
-        assert _dag_parsed(airflow_stack, "download_dags_from_s3")
+        assert dag_parsed(airflow_stack, "download_dags_from_s3")
         assert airflow_stack.stack.healthy()
     finally:
         broken.unlink()

@@ -22,7 +22,7 @@ import psycopg
 import pytest
 from fakes import fixture_rows, serve_fixtures
 from fakes.feed_server import FeedServer
-from stack_runs import answer_approval, api, finished, task_state
+from stack_runs import answer_approval, api, finished, set_paused, task_state
 
 from devstack.config import RUNS_BUCKET
 from devstack.processes import wait_until
@@ -232,14 +232,7 @@ def _radius_search_is_in_metres(dsn: str) -> None:
 
 
 def _trigger(stack, dag_id: str, conf: dict) -> str:
-    def dag_known():
-        try:
-            return api(stack, "GET", f"/dags/{dag_id}")
-        except urllib.error.HTTPError:
-            return None
-
-    wait_until(dag_known, f"{dag_id} to be parsed", 120, interval=0.3)
-    api(stack, "PATCH", f"/dags/{dag_id}", {"is_paused": False})
+    set_paused(stack, dag_id, False)  # once parsed
     run = api(stack, "POST", f"/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf})
     return run["dag_run_id"]
 
