@@ -65,7 +65,7 @@ def apply_suggestions() -> None:
 
     applied = apply()
     has_work() >> applied
-    changed(applied) >> announce()  # type: ignore[arg-type]
+    changed(applied) >> announce()
 
 
 apply_suggestions()

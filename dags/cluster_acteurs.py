@@ -74,7 +74,7 @@ def cluster_acteurs() -> None:
         print(f"Clustering report written to {path}")
         return {"path": str(path), "clusters": result["clusters"], "cohorte_id": result["cohorte_id"]}
 
-    report(cluster())  # type: ignore[arg-type]
+    report(cluster())
 
 
 cluster_acteurs()

@@ -107,7 +107,7 @@ def compute_acteurs() -> None:
         return run_report
 
     built = build()
-    branch = guard(built)  # type: ignore[arg-type]
+    branch = guard(built)
     swapped = swap()
     branch >> [approval, swapped]
     approval >> swapped

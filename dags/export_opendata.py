@@ -152,8 +152,8 @@ def export_opendata() -> None:
             fail("export_opendata: not published (a step failed, see above); the published file is unchanged")
         return run_report
 
-    exported = export(build())  # type: ignore[arg-type]
-    branch = check(exported)  # type: ignore[arg-type]
+    exported = export(build())
+    branch = check(exported)
     published = publish()
     branch >> [approval, published]
     approval >> published

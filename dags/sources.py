@@ -123,12 +123,12 @@ def build_source_dag(declaration: SourceDeclaration):
 
         # TaskFlow calls pass XComArgs, resolved to the values when the tasks run.
         staged = stage_and_diff()
-        check_feed(download()) >> normalise() >> staged  # type: ignore[arg-type]
-        branch = guard(staged)  # type: ignore[arg-type]
+        check_feed(download()) >> normalise() >> staged
+        branch = guard(staged)
         applied = apply()
         branch >> [approval, applied]
         approval >> applied
-        ran = [announce_change(applied), report()]  # type: ignore[arg-type]
+        ran = [announce_change(applied), report()]
         applied >> ran
         ran >> cleanup()
 

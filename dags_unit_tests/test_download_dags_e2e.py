@@ -1,4 +1,5 @@
-"""download_dags_from_s3 end to end on the local stack: `bin/airflow dags test` and a running dag-processor."""
+"""download_dags_from_s3 end to end on the local stack: `bin/airflow dags test` in preprod, a run through
+the stack's scheduler in development, and a running dag-processor."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import shutil
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import uuid
 from pathlib import Path
 
 import pytest
+from stack_runs import api, set_paused, succeeded, task_state, trigger
 
 REPO = Path(__file__).resolve().parents[1]
 DAG_ID = "download_dags_from_s3"
@@ -90,20 +93,24 @@ def test_dag_run_mirrors_the_bucket_in_preprod(airflow_stack, bucket, dags_folde
     assert (dags_folder / ".env").read_text() == "LOCAL_ONLY=1\n"
 
 
-def test_dag_run_does_nothing_in_development(airflow_stack, bucket, dags_folder, tmp_path):
-    source = tmp_path / "src"
-    source.mkdir()
-    (source / "synced_dag.py").write_text("# must not arrive\n")
-    deploy(airflow_stack, bucket, source)
-
-    result = airflow_stack.airflow(
-        "dags", "test", DAG_ID, env=sync_env(airflow_stack, bucket, dags_folder, environment="development")
-    )
-
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-4000:]
-    assert "DAGs come from the working tree" in output
-    assert not dags_folder.is_symlink() and not (dags_folder / "synced_dag.py").exists()
+def test_scheduled_run_does_nothing_in_development(airflow_stack):
+    """The stack itself runs in development (as `make run`): a run of the DAG through its scheduler
+    skips, and what sits in the bucket the stack would mirror never reaches its DAG folder. (A
+    scheduler run, not a second `dags test`: the CLI path is the test above's.)"""
+    assert airflow_stack.env["ENVIRONMENT"] == "development", "the test stack must run in development"
+    probe = f"must_not_arrive_{uuid.uuid4().hex[:8]}.py"
+    airflow_stack.stack.s3.client().put_object(Bucket=airflow_stack.dags_bucket, Key=probe, Body=b"# must not arrive\n")
+    run_id = trigger(airflow_stack, DAG_ID, {})
+    try:
+        assert succeeded(airflow_stack, DAG_ID, run_id)
+    finally:
+        set_paused(airflow_stack, DAG_ID, True)  # every 5 minutes otherwise
+    assert task_state(airflow_stack, DAG_ID, run_id, "sync_dags") == "skipped"
+    log = api(airflow_stack, "GET", f"/dags/{DAG_ID}/dagRuns/{urllib.parse.quote(run_id)}"
+                                    "/taskInstances/sync_dags/logs/1?full_content=true")["content"]
+    assert "DAGs come from the working tree" in json.dumps(log)
+    folder = airflow_stack.dags_folder
+    assert not folder.is_symlink() and not (folder / probe).exists()
 
 
 def test_delay_from_upload_to_parsed_dag(airflow_stack, bucket, tmp_path):

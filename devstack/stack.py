@@ -17,6 +17,8 @@ from devstack.s3 import S3Server
 
 AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 HEALTH_KEYS = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+# Copied to $AIRFLOW_HOME/config/ at each start (its docstring says why).
+LOCAL_SETTINGS = Path(__file__).with_name("airflow_local_settings.py")
 
 
 def migrate_carte_db(dsn: str) -> None:
@@ -113,11 +115,13 @@ class Stack:
             self.broker.start(self.group)
             self._record_children()
             self._timed("broker", started)
+        local_settings = self.config.airflow_home / "config" / "airflow_local_settings.py"
+        local_settings.parent.mkdir(parents=True, exist_ok=True)
+        settings = LOCAL_SETTINGS.read_text()
         if self.config.celery and self.config.ephemeral:
             # Tests kill workers: the retries come at once (devstack/test_policy.py).
-            local_settings = self.config.airflow_home / "config" / "airflow_local_settings.py"
-            local_settings.parent.mkdir(parents=True, exist_ok=True)
-            local_settings.write_text("from devstack.test_policy import task_policy  # noqa: F401\n")
+            settings += "\nfrom devstack.test_policy import task_policy  # noqa: F401\n"
+        local_settings.write_text(settings)
         started = time.monotonic()
         env = self.config.airflow_env()
         self._finish_airflow_migration()
