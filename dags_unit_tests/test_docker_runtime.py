@@ -161,7 +161,10 @@ def containers(postgres, tmp_path: Path):
 def test_webserver_and_scheduler_entrypoints_run_airflow_like_the_two_apps(containers) -> None:
     ports = containers["ports"]
     api = f"http://127.0.0.1:{ports['api']}"
+    # Both apps start at once, as a deploy starts them: the scheduler side waits for the webserver's
+    # migration (`airflow db check-migrations`).
     webserver = containers["start"]("webserver-entrypoint.sh", containers["webserver_env"])
+    scheduler = containers["start"]("scheduler-entrypoint.sh", containers["scheduler_env"])
 
     def api_up() -> bool:
         status, body = http(f"{api}/api/v2/monitor/health")
@@ -176,7 +179,6 @@ def test_webserver_and_scheduler_entrypoints_run_airflow_like_the_two_apps(conta
     passwords = Path(containers["webserver_env"]["AIRFLOW_HOME"]) / "simple_auth_manager_passwords.json"
     assert oct(passwords.stat().st_mode & 0o777) == "0o600"
 
-    scheduler = containers["start"]("scheduler-entrypoint.sh", containers["scheduler_env"])
     health = f"http://127.0.0.1:{ports['health']}/health"
     wait_for(lambda: http(health)[0] == 200, 240, "the scheduler's health server", scheduler)
 

@@ -11,7 +11,13 @@ from fakes.generated import pointsapport_row
 from qfdmo.carte_db.reference import reference_codes_from_files
 from qfdmo.carte_db.staging_format import ACTEUR_COLUMNS, ACTEURS_FILE, FILES
 from qfdmo.feeds import FeedError, page_spans
-from qfdmo.pipeline.parallel_normalise import PROCESSES_ENV, default_processes, normalise_feed
+from qfdmo.pipeline.parallel_normalise import (
+    PARALLEL_MIN_BYTES,
+    PROCESSES_ENV,
+    default_processes,
+    normalise_feed,
+    processes_for,
+)
 from qfdmo.sources import NormalisationContext, load_declarations
 
 REFERENCE = reference_codes_from_files()
@@ -98,6 +104,20 @@ def test_process_count_comes_from_the_environment(monkeypatch):
     assert 1 <= default_processes() <= 4
     monkeypatch.delenv(PROCESSES_ENV)
     assert 1 <= default_processes() <= 4
+
+
+def test_a_small_feed_is_normalised_in_one_process_unless_configured(monkeypatch, tmp_path):
+    raw = tmp_path / "raw.jsonl"
+    with raw.open("wb") as file:
+        file.truncate(PARALLEL_MIN_BYTES - 1)
+    monkeypatch.delenv(PROCESSES_ENV, raising=False)
+    assert processes_for(raw) == 1
+    with raw.open("ab") as file:
+        file.write(b"\n")
+    assert processes_for(raw) == default_processes()
+    monkeypatch.setenv(PROCESSES_ENV, "2")
+    raw.write_bytes(b"{}\n")
+    assert processes_for(raw) == 2  # a count set by a person is theirs, whatever the size
 
 
 def test_process_count_respects_a_container_cpu_quota(monkeypatch, tmp_path):

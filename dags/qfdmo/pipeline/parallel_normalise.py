@@ -33,6 +33,9 @@ MAX_DEFAULT_PROCESSES = 4
 # Parts per process: the last parts to finish keep every process busy until the end.
 PARTS_PER_PROCESS = 4
 PART_SHIFT = 32  # row numbers of part i start at i << 32 (a part holds far fewer than 2**32 rows)
+# Below this size of raw feed, one process is done before the workers (fresh interpreters) would have
+# started: they cost more than they save (README, `normalise`, gives the measured break-even).
+PARALLEL_MIN_BYTES = 48 << 20
 
 
 def default_processes(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
@@ -46,6 +49,14 @@ def default_processes(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
     if quota is not None:
         cpus = min(cpus, math.ceil(quota))
     return max(1, min(MAX_DEFAULT_PROCESSES, cpus))
+
+
+def processes_for(raw_path: Path) -> int:
+    """`$QFDMO_NORMALISE_PROCESSES` when set; else one process for a feed smaller than
+    PARALLEL_MIN_BYTES, `default_processes()` for a larger one."""
+    if settings().normalise_processes is None and raw_path.stat().st_size < PARALLEL_MIN_BYTES:
+        return 1
+    return default_processes()
 
 
 def cgroup_cpu_quota(root: Path) -> float | None:
@@ -100,8 +111,8 @@ def normalise_feed(
     processes: int | None = None,
 ) -> NormalisationReport:
     """Normalise the pages of `raw_path` into the run files of `run_dir` with `processes` workers
-    (default: `default_processes()`); one page or one process: in this process."""
-    processes = default_processes() if processes is None else processes
+    (default: `processes_for(raw_path)`); one page or one process: in this process."""
+    processes = processes_for(raw_path) if processes is None else processes
     spans = page_spans(raw_path)
     if processes <= 1 or len(spans) < 2:
         return normalise_rows(declaration, iter_raw_rows(raw_path), reference, run_dir, context)
