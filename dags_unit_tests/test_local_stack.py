@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from stack_runs import dag_parsed
@@ -22,11 +23,13 @@ def test_every_component_reports_healthy(airflow_stack):
 
 
 def test_cli_sees_the_stack_connections(airflow_stack):
-    connection = airflow_stack.airflow_json("connections", "get", "qfdmo_django_db")[0]
+    # Both CLI calls at once: each is seconds of Airflow imports, mostly waiting on the other core.
+    with ThreadPoolExecutor(2) as pool:
+        connection, s3logs = (found[0] for found in pool.map(
+            lambda conn_id: airflow_stack.airflow_json("connections", "get", conn_id), ("qfdmo_django_db", "s3logs")))
     assert connection["conn_type"] == "postgres"
     assert connection["port"] == str(airflow_stack.config.ports.postgres)
     assert connection["schema"] == "qfdmo"
-    s3logs = airflow_stack.airflow_json("connections", "get", "s3logs")[0]
     assert s3logs["extra_dejson"]["endpoint_url"] == airflow_stack.s3_endpoint_url
 
 
