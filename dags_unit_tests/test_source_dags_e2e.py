@@ -286,7 +286,9 @@ def test_large_deactivation_waits_for_a_human(airflow_stack, feeds, tmp_path):
     feeds.set_dataset("donnees-eo-refashion", fixture_rows("refashion.json")[6:])
 
     # 1. Nobody answers within approval_timeout: the default (Reject) applies nothing.
-    timed_out = _trigger(airflow_stack, dag_id, {"endpoint_url": url, "approval_timeout": 1})
+    # Not less than 5 s: a timeout that fires before the scheduler has consumed the pausing
+    # workload's event hits the Airflow 3.3 race answer_approval waits out (the task fails; seen at 1 s).
+    timed_out = _trigger(airflow_stack, dag_id, {"endpoint_url": url, "approval_timeout": 5})
     assert finished(airflow_stack, dag_id, timed_out) == "success"
     report = _report(airflow_stack, dag_id, timed_out)
     assert report["outcome"] == "not applied: timed out" and report["guard"]["needs_approval"]
