@@ -286,8 +286,8 @@ def test_large_deactivation_waits_for_a_human(airflow_stack, feeds, tmp_path):
     feeds.set_dataset("donnees-eo-refashion", fixture_rows("refashion.json")[6:])
 
     # 1. Nobody answers within approval_timeout: the default (Reject) applies nothing.
-    # Not less than 5 s: a timeout that fires before the scheduler has consumed the pausing
-    # workload's event hits the Airflow 3.3 race answer_approval waits out (the task fails; seen at 1 s).
+    # Not less than 5 s: with 1 s the run failed once, most likely the Airflow 3.3 race that
+    # answer_approval waits out (a timeout fired before the scheduler consumed the pausing event).
     timed_out = _trigger(airflow_stack, dag_id, {"endpoint_url": url, "approval_timeout": 5})
     assert finished(airflow_stack, dag_id, timed_out) == "success"
     report = _report(airflow_stack, dag_id, timed_out)
