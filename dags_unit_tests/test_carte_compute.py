@@ -19,8 +19,6 @@ from qfdmo.carte import DbtBuildError, build, swap
 from qfdmo.carte.report import build_statistics
 from qfdmo.carte.swap import APPLICATION_NAME, TARGETS, SwapError
 
-from devstack.stack import migrate_carte_db
-
 CHILDREN_OF_P1 = ("c1", "c2", "c3_inactif", "c6_non_libre")
 
 
@@ -115,11 +113,10 @@ def _scenario(rows: CarteRows) -> None:
 
 
 @pytest.fixture(scope="module")
-def carte(postgres) -> Any:
+def carte(postgres, carte_template) -> Any:
     name = f"carte_compute_{os.getpid()}"
-    postgres.create_database(name, postgis=True)
+    postgres.create_database(name, template=carte_template)
     dsn = postgres.dsn(name)
-    migrate_carte_db(dsn)
     scratch = Path(tempfile.mkdtemp(prefix="carte-dbt-"))
     with psycopg.connect(dsn, autocommit=True) as conn:
         with conn.transaction():  # the webapp's foreign keys are deferred: cycles need one transaction

@@ -122,12 +122,19 @@ class PostgresServer:
             raise StackError(f"psql failed on {dbname}: {result.stderr.strip()}")
         return result.stdout.strip()
 
-    def create_database(self, name: str, postgis: bool = False) -> None:
+    def create_database(self, name: str, postgis: bool = False, template: str | None = None) -> None:
+        """Creates `name` unless it exists: empty (with PostGIS if asked), or a copy of `template`
+        (see `make_template`)."""
         exists = self.psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'")
         if not exists:
-            self.psql(f'CREATE DATABASE "{name}"')
-        if postgis:
+            self.psql(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+        if postgis and not template:
             self.psql("CREATE EXTENSION IF NOT EXISTS postgis", dbname=name)
+
+    def make_template(self, name: str) -> None:
+        """Marks `name` as a template that takes no connection: copying a database fails while
+        anyone (autovacuum included) is connected to it."""
+        self.psql(f'ALTER DATABASE "{name}" WITH IS_TEMPLATE true ALLOW_CONNECTIONS false')
 
     def drop_database(self, name: str) -> None:
         self.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
