@@ -4,7 +4,8 @@ Each test is marked by kind from the fixtures it uses: `e2e` (the Airflow stack)
 (PostgreSQL, S3), `unit` (none of them: `pytest -m unit`, `make test-fast`).
 
 - `postgres` (session): a private PostgreSQL 15 + PostGIS server on a free port (fsync off).
-- `carte_dsn` (function): DSN of a fresh carte database, schema + reference data applied.
+- `carte_dsn` (function): DSN of a fresh carte database, schema + reference data applied: a copy of
+  `carte_template` (session), migrated once.
 - `s3_server` (session): moto's S3 server on a free loopback port, platform buckets created.
 - `airflow_stack` (session): Airflow 3 (api-server, scheduler, dag-processor, triggerer) on the same
   PostgreSQL and S3, started on first use, DAGs from a copy of dags/ (tests may add files to it).
