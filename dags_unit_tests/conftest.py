@@ -160,7 +160,7 @@ def postgres(test_stack):
 def carte_template(postgres) -> str:
     """A migrated carte database (PostGIS, the webapp's tables, reference data) that the tests'
     carte databases copy: `CREATE DATABASE … TEMPLATE` takes a quarter of creating PostGIS and
-    migrating (README « Tests »)."""
+    migrating (README « Démarrage rapide »)."""
     name = f"carte_template_{os.getpid()}"
     postgres.create_database(name, postgis=True)
     migrate_carte_db(postgres.dsn(name))

@@ -4,7 +4,7 @@ this file to $AIRFLOW_HOME/config/, where every Airflow process imports it when 
 The scheduler (LocalExecutor) and the Celery workers fork a process for each task, and a forked
 process starts with the modules its parent holds. Importing here the third-party libraries the
 tasks import (the PostgreSQL driver, boto3 and botocore, requests) spares every task their import,
-measured in README « Tests ». Libraries of the environment only, never the `qfdmo` package: it comes
+measured in README « Démarrage rapide ». Libraries of the environment only, never the `qfdmo` package: it comes
 with the DAGs, and a sync can replace it while the scheduler runs, when a copy loaded at start would
 be the old one.
 """
