@@ -113,3 +113,19 @@ def test_up_then_down_leaves_no_process(tmp_path):
     assert down.returncode == 0, down.stdout + down.stderr
     assert [pid for pgid in pgids for pid in processes_in_group(pgid)] == []
     assert not os.path.exists(f"/proc/{supervisor}")
+
+
+@pytest.mark.parametrize("command, preloads", [
+    (["scheduler"], True),
+    (["celery", "worker", "--celery-hostname", "worker1@%h"], True),
+    (["api-server", "--port", "8080"], False),
+    (["dags", "test", "compute_acteurs"], False),
+])
+def test_local_settings_preload_the_task_libraries_where_tasks_are_forked(command, preloads):
+    """The scheduler and the Celery workers import psycopg, boto3 and requests at start (their forked
+    tasks then start with them); no other Airflow process pays for it, and `qfdmo` is never preloaded."""
+    settings = REPO_ROOT / "devstack" / "airflow_local_settings.py"
+    probe = (f"import runpy, sys; sys.argv = {['airflow', *command]!r}; runpy.run_path({str(settings)!r});"
+             " print(sorted(m for m in ('boto3', 'psycopg', 'requests', 'qfdmo') if m in sys.modules))")
+    found = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert found.strip() == str(["boto3", "psycopg", "requests"] if preloads else [])
