@@ -151,11 +151,17 @@ def failure_report(stack, dag_id: str, run_id: str) -> str:
     logs = []
     for task_id in (t for t, state in states.items() if state == "failed"):
         try:
-            content = api(stack, "GET", f"{run}/taskInstances/{task_id}/logs/1?full_content=true")["content"]
+            content = task_log(stack, dag_id, run_id, task_id)
         except urllib.error.HTTPError as exc:
             content = f"(log unavailable: {exc})"
         logs.append(f"--- {task_id} ---\n" + "\n".join(_log_lines(content)[-80:]))
     return f"{states}\n" + "\n".join(logs)
+
+
+def task_log(stack, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> Any:
+    """A task's whole log through the REST API (read back from S3 on the test stacks)."""
+    run = f"/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}"
+    return api(stack, "GET", f"{run}/taskInstances/{task_id}/logs/{try_number}?full_content=true")["content"]
 
 
 def _log_lines(content: Any) -> list[str]:

@@ -9,12 +9,11 @@ import shutil
 import subprocess
 import time
 import urllib.error
-import urllib.parse
 import uuid
 from pathlib import Path
 
 import pytest
-from stack_runs import api, set_paused, succeeded, task_state, trigger
+from stack_runs import set_paused, succeeded, task_log, task_state, trigger
 
 REPO = Path(__file__).resolve().parents[1]
 DAG_ID = "download_dags_from_s3"
@@ -106,9 +105,7 @@ def test_scheduled_run_does_nothing_in_development(airflow_stack):
     finally:
         set_paused(airflow_stack, DAG_ID, True)  # every 5 minutes otherwise
     assert task_state(airflow_stack, DAG_ID, run_id, "sync_dags") == "skipped"
-    log = api(airflow_stack, "GET", f"/dags/{DAG_ID}/dagRuns/{urllib.parse.quote(run_id)}"
-                                    "/taskInstances/sync_dags/logs/1?full_content=true")["content"]
-    assert "DAGs come from the working tree" in json.dumps(log)
+    assert "DAGs come from the working tree" in json.dumps(task_log(airflow_stack, DAG_ID, run_id, "sync_dags"))
     folder = airflow_stack.dags_folder
     assert not folder.is_symlink() and not (folder / probe).exists()
 

@@ -22,7 +22,7 @@ import psycopg
 import pytest
 from fakes import fixture_rows, serve_fixtures
 from fakes.feed_server import FeedServer
-from stack_runs import answer_approval, api, finished, set_paused, task_state
+from stack_runs import answer_approval, api, finished, set_paused, task_state, trigger
 
 from devstack.config import RUNS_BUCKET
 from devstack.processes import wait_until
@@ -193,7 +193,7 @@ def test_refashion_first_load_unchanged_rerun_change_and_revision(airflow_stack,
     for report in (first, again, changed):
         assert _run_objects(airflow_stack, dag_id, report["run_id"]) == []
     assert "Run report written to s3://" in first["_output"]
-    api(airflow_stack, "PATCH", f"/dags/{dag_id}", {"is_paused": True})
+    set_paused(airflow_stack, dag_id, True)
 
 
 def _radius_search_is_in_metres(dsn: str) -> None:
@@ -231,12 +231,6 @@ def _radius_search_is_in_metres(dsn: str) -> None:
 # --- through the stack's scheduler (under `dags test` a HITL task waits forever) ---
 
 
-def _trigger(stack, dag_id: str, conf: dict) -> str:
-    set_paused(stack, dag_id, False)  # once parsed
-    run = api(stack, "POST", f"/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf})
-    return run["dag_run_id"]
-
-
 def _report(stack, dag_id: str, run_id: str) -> dict:
     from qfdmo.pipeline.paths import safe_name
 
@@ -246,7 +240,7 @@ def _report(stack, dag_id: str, run_id: str) -> dict:
 
 def _scheduled(stack, dag_id: str, conf: dict) -> dict:
     """One run through the scheduler, to its end; returns its report."""
-    run_id = _trigger(stack, dag_id, conf)
+    run_id = trigger(stack, dag_id, conf)
     assert finished(stack, dag_id, run_id) == "success", (dag_id, run_id)
     return _report(stack, dag_id, run_id)
 
@@ -254,10 +248,10 @@ def _scheduled(stack, dag_id: str, conf: dict) -> dict:
 def _run_all(stack, confs: dict[str, dict]) -> dict[str, tuple[str, str]]:
     """One run of each DAG, triggered at once (the scheduler runs them side by side); waits for
     all and returns each DAG's (run id, final state)."""
-    run_ids = {dag_id: _trigger(stack, dag_id, conf) for dag_id, conf in confs.items()}
+    run_ids = {dag_id: trigger(stack, dag_id, conf) for dag_id, conf in confs.items()}
     runs = {dag_id: (run_id, finished(stack, dag_id, run_id)) for dag_id, run_id in run_ids.items()}
     for dag_id in run_ids:
-        api(stack, "PATCH", f"/dags/{dag_id}", {"is_paused": True})
+        set_paused(stack, dag_id, True)
     return runs
 
 
@@ -288,7 +282,7 @@ def test_large_deactivation_waits_for_a_human(airflow_stack, feeds, tmp_path):
     # 1. Nobody answers within approval_timeout: the default (Reject) applies nothing.
     # Not less than 5 s: with 1 s the run failed once, most likely the Airflow 3.3 race that
     # answer_approval waits out (a timeout fired before the scheduler consumed the pausing event).
-    timed_out = _trigger(airflow_stack, dag_id, {"endpoint_url": url, "approval_timeout": 5})
+    timed_out = trigger(airflow_stack, dag_id, {"endpoint_url": url, "approval_timeout": 5})
     assert finished(airflow_stack, dag_id, timed_out) == "success"
     report = _report(airflow_stack, dag_id, timed_out)
     assert report["outcome"] == "not applied: timed out" and report["guard"]["needs_approval"]
@@ -300,7 +294,7 @@ def test_large_deactivation_waits_for_a_human(airflow_stack, feeds, tmp_path):
 
     # 2. A human approves through the HITL API (a Reject through the same operator is proved for
     # compute_acteurs and export_opendata in test_carte_guards_e2e.py: it applies nothing, as above).
-    run_id = _trigger(airflow_stack, dag_id, {"endpoint_url": url, "approval_timeout": 600})
+    run_id = trigger(airflow_stack, dag_id, {"endpoint_url": url, "approval_timeout": 600})
     form = answer_approval(airflow_stack, dag_id, run_id, "Approve")
     assert "would be set **SUPPRIME**" in form["body"]
     assert finished(airflow_stack, dag_id, run_id) == "success"
@@ -310,7 +304,7 @@ def test_large_deactivation_waits_for_a_human(airflow_stack, feeds, tmp_path):
     assert event["extra"]["deactivated"] == 5
     statuts = _acteurs(dsn, ("refashion",))
     assert list(statuts.values()).count("SUPPRIME") == 5
-    api(airflow_stack, "PATCH", f"/dags/{dag_id}", {"is_paused": True})
+    set_paused(airflow_stack, dag_id, True)
 
 
 # --- the other formats: a first load and a changed feed, their DAGs side by side ---
@@ -350,7 +344,7 @@ def _carte_recomputed_by_the_asset(stack, dsn: str) -> None:
         return displayed or None
 
     displayed = wait_until(settled, "compute_acteurs to put the applied acteurs on the carte", 600, interval=0.5)
-    api(stack, "PATCH", "/dags/compute_acteurs", {"is_paused": True})
+    set_paused(stack, "compute_acteurs", True)
     assert displayed <= applied, sorted(displayed - applied)[:5]
 
 
@@ -363,7 +357,7 @@ def test_other_formats_and_a_failed_run_through_the_scheduler(airflow_stack, fee
     before = _snapshot(dsn, ("aliapur",))
 
     # compute_acteurs listens to the asset the source runs emit: it must start by itself.
-    api(airflow_stack, "PATCH", "/dags/compute_acteurs", {"is_paused": False})
+    set_paused(airflow_stack, "compute_acteurs", False)
     first = _run_all(airflow_stack, {**confs, failing: {"endpoint_url": feeds.datafair_url("donnees-eo-aliapur")}})
     for dag_id, (_, _, _, source_codes, expected_new, expected_rejected) in FORMATS.items():
         run_id, state = first[dag_id]
